@@ -1,0 +1,3 @@
+//! The `delouse` command (skeleton).
+#![forbid(unsafe_code)]
+fn main() {}
