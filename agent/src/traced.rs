@@ -1,41 +1,130 @@
-//! `delouse::spawn` and `.traced()` (stub: pass-through for now).
+//! `delouse::spawn` and `.traced()`: futures that trace themselves when the
+//! agent asks, without stopping anything.
 
 use std::future::Future;
+use std::panic::Location;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
+use crate::collect::{self, EPOCH};
+use crate::registry::{Slot, SlotKey, registry};
+use crate::{capture, sys};
+
 pin_project_lite::pin_project! {
-    /// A future that traces itself when the agent asks.
+    /// A future that traces itself when the agent asks: made by
+    /// [`spawn`] or [`TracedExt::traced`].
+    ///
+    /// While no trace is asked for, polling it costs one relaxed load and a
+    /// few relaxed stores beyond polling the inner future. When a trace is
+    /// asked for, the agent wakes the task; its next poll runs the inner
+    /// future once under tokio's task tracing (`tokio::runtime::dump`),
+    /// where tokio's leaf futures record where they wait, return `Pending`
+    /// and schedule their own wake-up, so the future loses no readiness.
+    ///
+    /// The future is registered with the agent from creation until it is
+    /// dropped, with its creation site, creation time and poll count.
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub struct Traced<F> {
         #[pin]
         inner: F,
+        slot: Arc<Slot>,
+        key: SlotKey,
+        seen_epoch: u64,
+    }
+
+    impl<F> PinnedDrop for Traced<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            registry().remove(this.key);
+            collect::settle_dropped(this.slot);
+        }
+    }
+}
+
+impl<F> Traced<F> {
+    fn new(inner: F, location: &'static Location<'static>) -> Self {
+        let (slot, key) = registry().insert(location);
+        Traced {
+            inner,
+            slot,
+            key,
+            seen_epoch: EPOCH.load(Ordering::Relaxed),
+        }
     }
 }
 
 impl<F: Future> Future for Traced<F> {
     type Output = F::Output;
+
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.project().inner.poll(cx)
+        let this = self.project();
+        let slot = &**this.slot;
+
+        // Only this thread writes `polls`: polls of one future never overlap.
+        let polls = slot.polls.load(Ordering::Relaxed);
+        if polls == 0
+            && let Some(id) = tokio::task::try_id()
+        {
+            let _ = slot.id.set(id);
+        }
+        slot.polls.store(polls + 1, Ordering::Relaxed);
+        slot.last_poll_ns
+            .store(sys::coarse_now_ns(), Ordering::Relaxed);
+        slot.waker.register(cx.waker());
+
+        let epoch = EPOCH.load(Ordering::Acquire);
+        if epoch != *this.seen_epoch {
+            *this.seen_epoch = epoch;
+            if slot.pending.load(Ordering::Acquire) == epoch {
+                return capture::poll_traced(this.inner, cx, slot, epoch);
+            }
+        }
+        this.inner.poll(cx)
     }
 }
 
-/// Wraps any future so that it traces itself.
+/// Wraps any future so that it traces itself when asked; see [`Traced`].
+///
+/// Use it where [`spawn`] does not fit: `JoinSet::spawn`, `spawn_local`,
+/// `tokio::task::Builder`, `FuturesUnordered`, or a runtime's own
+/// `Handle::spawn`:
+///
+/// ```
+/// use delouse::TracedExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut set = tokio::task::JoinSet::new();
+/// set.spawn(async { 1 + 1 }.traced());
+/// assert_eq!(set.join_next().await.unwrap().unwrap(), 2);
+/// # }
+/// ```
 pub trait TracedExt: Future + Sized {
-    /// Wraps `self`.
+    /// Wraps `self`; the call site is recorded as where the task was spawned.
     #[track_caller]
     fn traced(self) -> Traced<Self> {
-        Traced { inner: self }
+        Traced::new(self, Location::caller())
     }
 }
 
 impl<F: Future> TracedExt for F {}
 
-/// A drop-in for `tokio::spawn`.
+/// A drop-in for [`tokio::spawn`] whose task traces itself when the agent
+/// asks (`delouse tasks <pid>`).
+///
+/// The task is registered with the agent with the caller's location as its
+/// spawn site.
+///
+/// # Panics
+///
+/// Like [`tokio::spawn`], when called outside a tokio runtime.
 #[track_caller]
 pub fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    tokio::spawn(future.traced())
+    tokio::spawn(Traced::new(future, Location::caller()))
 }
