@@ -54,6 +54,12 @@ pub(crate) fn poll_traced<F: Future>(
         },
     );
     collect::settle(slot, epoch, Outcome::Traced(backtraces));
+    if result.is_pending() {
+        // tokio defers a wake of each leaf it stopped, but only when the poll
+        // runs on a tokio scheduler; a future polled elsewhere (an executor
+        // of another crate) would be stranded. One extra poll is cheap.
+        cx.waker().wake_by_ref();
+    }
     result
 }
 

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use atomic_waker::AtomicWaker;
 
 use crate::collect::Outcome;
-use crate::sys;
 
 const SHARDS: usize = 32;
 
@@ -39,11 +38,11 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    fn new(location: &'static Location<'static>) -> Self {
+    fn new(location: &'static Location<'static>, spawned_ns: u64) -> Self {
         Slot {
             id: OnceLock::new(),
             location,
-            spawned_ns: sys::coarse_now_ns(),
+            spawned_ns,
             polls: AtomicU64::new(0),
             last_poll_ns: AtomicU64::new(0),
             waker: AtomicWaker::new(),
@@ -59,9 +58,23 @@ struct Shard {
     free: Vec<usize>,
 }
 
+impl Shard {
+    const fn new() -> Self {
+        Shard {
+            entries: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len() - self.free.len()
+    }
+}
+
+/// No counter is shared between shards: a global one would be written by
+/// every spawn and every task end, on every thread.
 pub(crate) struct Registry {
     shards: [Mutex<Shard>; SHARDS],
-    len: AtomicUsize,
 }
 
 /// Where a slot sits, kept by its wrapper to remove it in O(1).
@@ -70,15 +83,7 @@ pub(crate) struct SlotKey {
     index: u32,
 }
 
-static REGISTRY: Registry = Registry {
-    shards: [const {
-        Mutex::new(Shard {
-            entries: Vec::new(),
-            free: Vec::new(),
-        })
-    }; SHARDS],
-    len: AtomicUsize::new(0),
-};
+static REGISTRY: Registry = Registry::new();
 
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
@@ -111,8 +116,21 @@ pub(crate) fn registry() -> &'static Registry {
 }
 
 impl Registry {
-    pub(crate) fn insert(&self, location: &'static Location<'static>) -> (Arc<Slot>, SlotKey) {
-        let slot = Arc::new(Slot::new(location));
+    const fn new() -> Self {
+        Registry {
+            shards: [const { Mutex::new(Shard::new()) }; SHARDS],
+        }
+    }
+
+    /// Registers a task created at `spawned_ns` (coarse clock). Called on
+    /// the task's first poll, so that a task is usually registered and
+    /// removed on the same worker's shard.
+    pub(crate) fn insert(
+        &self,
+        location: &'static Location<'static>,
+        spawned_ns: u64,
+    ) -> (Arc<Slot>, SlotKey) {
+        let slot = Arc::new(Slot::new(location, spawned_ns));
         let shard = home_shard();
         let mut s = lock(&self.shards[shard]);
         let index = match s.free.pop() {
@@ -126,7 +144,6 @@ impl Registry {
             }
         };
         drop(s);
-        self.len.fetch_add(1, Ordering::Relaxed);
         let key = SlotKey {
             shard: shard as u8,
             index: index as u32,
@@ -147,14 +164,12 @@ impl Registry {
                 s.entries = Vec::new();
                 s.free = Vec::new();
             }
-            drop(s);
-            self.len.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
     /// Number of live slots.
     pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
     /// Calls `f` on every live slot, one shard lock at a time.
@@ -172,17 +187,9 @@ mod tests {
 
     #[test]
     fn insert_remove_reuses_and_shrinks() {
-        let reg = Registry {
-            shards: [const {
-                Mutex::new(Shard {
-                    entries: Vec::new(),
-                    free: Vec::new(),
-                })
-            }; SHARDS],
-            len: AtomicUsize::new(0),
-        };
+        let reg = Registry::new();
         let loc = Location::caller();
-        let keys: Vec<_> = (0..5000).map(|_| reg.insert(loc).1).collect();
+        let keys: Vec<_> = (0..5000).map(|_| reg.insert(loc, 0).1).collect();
         assert_eq!(reg.len(), 5000);
         let mut n = 0;
         reg.for_each(|_| n += 1);

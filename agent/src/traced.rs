@@ -23,33 +23,39 @@ pin_project_lite::pin_project! {
     /// where tokio's leaf futures record where they wait, return `Pending`
     /// and schedule their own wake-up, so the future loses no readiness.
     ///
-    /// The future is registered with the agent from creation until it is
-    /// dropped, with its creation site, creation time and poll count.
+    /// The future is registered with the agent from the end of its first
+    /// poll (a future that completes in its first poll never is) until it
+    /// is dropped, with its creation site, creation time and poll count.
     #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub struct Traced<F> {
         #[pin]
         inner: F,
-        slot: Arc<Slot>,
-        key: SlotKey,
+        location: &'static Location<'static>,
+        created_ns: u64,
+        // Registered after the first poll, by the polling thread: it is
+        // usually the one that drops the task, so both touch one shard.
+        registered: Option<(Arc<Slot>, SlotKey)>,
         seen_epoch: u64,
     }
 
     impl<F> PinnedDrop for Traced<F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            registry().remove(this.key);
-            collect::settle_dropped(this.slot);
+            if let Some((slot, key)) = this.registered.take() {
+                registry().remove(&key);
+                collect::settle_dropped(&slot);
+            }
         }
     }
 }
 
 impl<F> Traced<F> {
     fn new(inner: F, location: &'static Location<'static>) -> Self {
-        let (slot, key) = registry().insert(location);
         Traced {
             inner,
-            slot,
-            key,
+            location,
+            created_ns: sys::coarse_now_ns(),
+            registered: None,
             seen_epoch: EPOCH.load(Ordering::Relaxed),
         }
     }
@@ -60,18 +66,29 @@ impl<F: Future> Future for Traced<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let slot = &**this.slot;
+        let now = sys::coarse_now_ns();
+        let Some((slot, _)) = this.registered.as_ref() else {
+            // A task that finishes in its first poll never waits anywhere
+            // worth tracing: it is registered only once it returns Pending.
+            let poll = this.inner.poll(cx);
+            if poll.is_pending() {
+                let (slot, key) = registry().insert(this.location, *this.created_ns);
+                if let Some(id) = tokio::task::try_id() {
+                    let _ = slot.id.set(id);
+                }
+                slot.polls.store(1, Ordering::Relaxed);
+                slot.last_poll_ns.store(now, Ordering::Relaxed);
+                slot.waker.register(cx.waker());
+                *this.seen_epoch = EPOCH.load(Ordering::Acquire);
+                *this.registered = Some((slot, key));
+            }
+            return poll;
+        };
 
         // Only this thread writes `polls`: polls of one future never overlap.
         let polls = slot.polls.load(Ordering::Relaxed);
-        if polls == 0
-            && let Some(id) = tokio::task::try_id()
-        {
-            let _ = slot.id.set(id);
-        }
         slot.polls.store(polls + 1, Ordering::Relaxed);
-        slot.last_poll_ns
-            .store(sys::coarse_now_ns(), Ordering::Relaxed);
+        slot.last_poll_ns.store(now, Ordering::Relaxed);
         slot.waker.register(cx.waker());
 
         let epoch = EPOCH.load(Ordering::Acquire);
