@@ -125,7 +125,10 @@ mod tests {
     fn round_trip() {
         let hello = Hello::new("1.2.3");
         let bytes = encode(&hello).unwrap();
-        assert_eq!(body_len(bytes[..4].try_into().unwrap(), 100).unwrap(), bytes.len() - 4);
+        assert_eq!(
+            body_len(bytes[..4].try_into().unwrap(), 100).unwrap(),
+            bytes.len() - 4
+        );
         let back: Hello = read(&mut &bytes[..], MAX_REQUEST_FRAME).unwrap();
         assert_eq!(back, hello);
     }

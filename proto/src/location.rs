@@ -197,7 +197,9 @@ mod tests {
 
     #[test]
     fn environ_parsing() {
-        let e = DirEnv::from_environ(b"A=1\0TMPDIR=/t\0XDG_RUNTIME_DIR=/r=x\0DELOUSE_SOCKET_DIR=\0junk\0");
+        let e = DirEnv::from_environ(
+            b"A=1\0TMPDIR=/t\0XDG_RUNTIME_DIR=/r=x\0DELOUSE_SOCKET_DIR=\0junk\0",
+        );
         assert_eq!(e, env(Some(""), Some("/r=x"), Some("/t")));
     }
 
@@ -205,14 +207,27 @@ mod tests {
     fn socket_names() {
         assert_eq!(socket_file_name(17), "17.sock");
         assert_eq!(parse_socket_file_name(OsStr::new("17.sock")), Some(17));
-        for bad in ["0.sock", ".sock", "17", "x17.sock", "+1.sock", "17.sock.tmp"] {
+        for bad in [
+            "0.sock",
+            ".sock",
+            "17",
+            "x17.sock",
+            "+1.sock",
+            "17.sock.tmp",
+        ] {
             assert_eq!(parse_socket_file_name(OsStr::new(bad)), None, "{bad}");
         }
     }
 
     #[test]
     fn reroot_joins_under_proc_root() {
-        assert_eq!(reroot(Path::new("/proc/9/root"), Path::new("/run/x")), Path::new("/proc/9/root/run/x"));
-        assert_eq!(reroot(Path::new("/"), Path::new("/run/x")), Path::new("/run/x"));
+        assert_eq!(
+            reroot(Path::new("/proc/9/root"), Path::new("/run/x")),
+            Path::new("/proc/9/root/run/x")
+        );
+        assert_eq!(
+            reroot(Path::new("/"), Path::new("/run/x")),
+            Path::new("/run/x")
+        );
     }
 }
