@@ -163,4 +163,51 @@ mod tests {
         let back: Response = decode(&encode(&resp).unwrap()[4..]).unwrap();
         assert_eq!(back, resp);
     }
+
+    /// The agent decodes whatever a client sends: random bytes and every
+    /// truncation or single-byte corruption of valid messages must give an
+    /// error value, never a panic or a huge allocation.
+    #[test]
+    fn decoder_survives_garbage() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 64) as usize;
+            let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let _ = decode::<Hello>(&bytes);
+            let _ = decode::<Request>(&bytes);
+            let _ = decode::<Response>(&bytes);
+            let _ = decode::<HelloReply>(&bytes);
+        }
+        let valid = [
+            encode(&Hello::new("0.1.0")).unwrap(),
+            encode(&Request {
+                deadline_ms: 5000,
+                kind: RequestKind::Tasks(TasksMode::WholeRuntime {
+                    runtime: Some("io".into()),
+                }),
+            })
+            .unwrap(),
+        ];
+        for msg in &valid {
+            let body = &msg[4..];
+            for cut in 0..body.len() {
+                let _ = decode::<Request>(&body[..cut]);
+                let _ = decode::<Hello>(&body[..cut]);
+            }
+            for i in 0..body.len() {
+                for b in [0x00, 0x7f, 0x80, 0xff] {
+                    let mut bad = body.to_vec();
+                    bad[i] = b;
+                    let _ = decode::<Request>(&bad);
+                    let _ = decode::<Hello>(&bad);
+                }
+            }
+        }
+    }
 }
