@@ -1,3 +1,200 @@
-//! The `delouse` command (skeleton).
+//! `delouse`: look inside a running tokio program.
+//!
+//! One module per command ([`ps`], [`tasks`]); finding and talking to an
+//! agent in [`connect`]; symbolization in [`symbolize`]; grouping in
+//! [`tree`]; output in [`render`]; exit codes in [`error`].
 #![forbid(unsafe_code)]
-fn main() {}
+
+mod connect;
+mod error;
+mod format;
+mod paths;
+mod procfs;
+mod ps;
+mod render;
+mod symbolize;
+mod tasks;
+mod tree;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{CliError, Exit};
+
+const EXIT_CODES: &str = "\
+Exit status: 0 ok, 1 error, 2 usage, 3 no agent at that pid (or no such process, or a stale socket),
+4 permission denied, 5 the target did not answer in time, 6 unsupported by the target's build.";
+
+/// Look inside a running tokio program: what every task is waiting on.
+#[derive(Debug, Parser)]
+#[command(name = "delouse", version, after_help = EXIT_CODES)]
+#[deny(missing_docs)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+#[deny(missing_docs)]
+pub enum Command {
+    /// List the processes with a delouse agent (all users' when run as root).
+    Ps(PsArgs),
+    /// Show what every traced task of a process is waiting on, grouped by call tree.
+    #[command(after_long_help = tasks::WHOLE_RUNTIME_RISK)]
+    Tasks(TasksArgs),
+}
+
+/// Options of `delouse ps`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct PsArgs {
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Remove socket files that no agent listens on any more.
+    #[arg(long)]
+    pub clean: bool,
+}
+
+/// Options of `delouse tasks`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct TasksArgs {
+    /// Process id of the target.
+    #[arg(value_parser = clap::value_parser!(u32).range(1..))]
+    pub pid: u32,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up after this long, e.g. 10s, 500ms, 2m (a bare number is seconds).
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = format::parse_duration)]
+    pub timeout: Duration,
+    /// Use tokio's own Handle::dump() of a whole runtime instead: it sees every task, even those not spawned
+    /// with delouse, but can stop the runtime for good (asks first; see --help).
+    #[arg(long)]
+    pub whole_runtime: bool,
+    /// With --whole-runtime: the registered runtime to dump (default: main).
+    #[arg(long, value_name = "NAME", requires = "whole_runtime")]
+    pub runtime: Option<String>,
+    /// With --whole-runtime: accept the risk without being asked (needed without a terminal).
+    #[arg(long, short = 'y', requires = "whole_runtime")]
+    pub yes: bool,
+}
+
+/// What a command prints: stdout in one piece, and lines for stderr.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Printed to stdout as is.
+    pub stdout: String,
+    /// Printed to stderr, one per line, after stdout.
+    pub stderr: Vec<String>,
+}
+
+impl Output {
+    /// A line that explains the output (`delouse: …`).
+    pub fn info(&mut self, line: impl AsRef<str>) {
+        self.stderr
+            .push(format!("delouse: {}", error::one_line(line.as_ref())));
+    }
+
+    /// A problem that did not stop the command (`delouse: warning: …`).
+    pub fn warn(&mut self, line: impl AsRef<str>) {
+        self.stderr.push(format!(
+            "delouse: warning: {}",
+            error::one_line(line.as_ref())
+        ));
+    }
+}
+
+fn run(cli: Cli) -> Result<Output, CliError> {
+    match cli.command {
+        Command::Ps(a) => ps::run(ps::Options {
+            json: a.json,
+            clean: a.clean,
+        }),
+        Command::Tasks(a) => tasks::run(&tasks::Options {
+            pid: a.pid,
+            json: a.json,
+            timeout: a.timeout,
+            whole_runtime: a.whole_runtime,
+            runtime: a.runtime,
+            yes: a.yes,
+        }),
+    }
+}
+
+fn print_stderr(line: &str) {
+    let _ = writeln!(io::stderr().lock(), "{line}");
+}
+
+fn main() -> ExitCode {
+    // Panics are bugs: let color-eyre print them helpfully. Errors are not
+    // panics and are printed as one line below.
+    let (panic_hook, _) = color_eyre::config::HookBuilder::default().into_hooks();
+    panic_hook.install();
+
+    let cli = Cli::parse();
+    let output = match run(cli) {
+        Ok(output) => output,
+        Err(e) => {
+            print_stderr(&e.line());
+            return ExitCode::from(e.exit.code());
+        }
+    };
+    let mut stdout = io::stdout().lock();
+    let written = stdout
+        .write_all(output.stdout.as_bytes())
+        .and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => {}
+        // `delouse ps | head -0`: the reader has all it wanted.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
+        Err(e) => {
+            print_stderr(
+                &CliError::error(format!("writing the output failed: {}", error::io_text(&e)))
+                    .line(),
+            );
+            return ExitCode::from(Exit::Error.code());
+        }
+    }
+    for line in &output.stderr {
+        print_stderr(line);
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn runtime_and_yes_need_whole_runtime() {
+        assert!(Cli::try_parse_from(["delouse", "tasks", "1", "--yes"]).is_err());
+        assert!(Cli::try_parse_from(["delouse", "tasks", "1", "--runtime", "io"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "delouse",
+                "tasks",
+                "1",
+                "--whole-runtime",
+                "--runtime",
+                "io",
+                "--yes"
+            ])
+            .is_ok()
+        );
+        assert!(Cli::try_parse_from(["delouse", "tasks", "0"]).is_err());
+        assert!(Cli::try_parse_from(["delouse", "tasks", "1", "--timeout", "0s"]).is_err());
+    }
+}

@@ -1,0 +1,164 @@
+//! Durations in and out: `--timeout` parsing and humane display.
+
+use std::time::Duration;
+
+/// Parses a duration such as `10s`, `500ms`, `1.5s`, `2m`, `1m30s` or `1h`.
+/// A bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        return secs_to_duration(secs, s);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return Err(format!("`{s}` is not a duration (try 10s, 500ms, 2m)"));
+        }
+        let value: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| format!("`{s}` is not a duration (try 10s, 500ms, 2m)"))?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ms" => 0.001,
+            "s" | "sec" | "secs" => 1.0,
+            "m" | "min" | "mins" => 60.0,
+            "h" => 3600.0,
+            "" => {
+                return Err(format!(
+                    "`{s}`: a unit must follow each number but the only one"
+                ));
+            }
+            unit => {
+                return Err(format!(
+                    "unknown unit `{unit}` in `{s}` (use ms, s, m or h)"
+                ));
+            }
+        };
+        rest = &rest[unit_len..];
+        total += value * scale;
+    }
+    secs_to_duration(total, s)
+}
+
+fn secs_to_duration(secs: f64, s: &str) -> Result<Duration, String> {
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(format!("`{s}`: the duration must be more than zero"));
+    }
+    // `deadline_ms` is a u32 of milliseconds: about 49 days.
+    if secs > f64::from(u32::MAX) / 1000.0 {
+        return Err(format!("`{s}` is too long"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A short humane form: `850ms`, `1.5s`, `12s`, `5m12s`, `3h05m`, `2d04h`.
+pub fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let secs = d.as_secs();
+    if secs < 10 {
+        let tenths = ms / 100;
+        return if tenths.is_multiple_of(10) {
+            format!("{}s", tenths / 10)
+        } else {
+            format!("{}.{}s", tenths / 10, tenths % 10)
+        };
+    }
+    if secs < 60 {
+        return format!("{secs}s");
+    }
+    if secs < 3600 {
+        return format!("{}m{:02}s", secs / 60, secs % 60);
+    }
+    if secs < 86_400 {
+        return format!("{}h{:02}m", secs / 3600, secs % 3600 / 60);
+    }
+    format!("{}d{:02}h", secs / 86_400, secs % 86_400 / 3600)
+}
+
+/// Milliseconds, humanely.
+pub fn human_ms(ms: u64) -> String {
+    human_duration(Duration::from_millis(ms))
+}
+
+/// Milliseconds with a sensible precision: `0.42ms`, `12.3ms`, `1204ms`.
+pub fn precise_ms(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{ms:.2}ms")
+    } else if ms < 100.0 {
+        format!("{ms:.1}ms")
+    } else {
+        format!("{ms:.0}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        let ok = |s: &str| parse_duration(s).unwrap();
+        assert_eq!(ok("10"), Duration::from_secs(10));
+        assert_eq!(ok("2.5"), Duration::from_millis(2500));
+        assert_eq!(ok("10s"), Duration::from_secs(10));
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("1.5s"), Duration::from_millis(1500));
+        assert_eq!(ok("2m"), Duration::from_secs(120));
+        assert_eq!(ok("1m30s"), Duration::from_secs(90));
+        assert_eq!(ok("1h"), Duration::from_secs(3600));
+        assert_eq!(ok(" 3s "), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn rejects_bad_durations() {
+        for bad in [
+            "",
+            "0",
+            "0s",
+            "-1",
+            "s",
+            "10x",
+            "1m30",
+            "abc",
+            "nan",
+            "inf",
+            "1e12",
+            "99999999h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn humanises_durations() {
+        let h = |ms: u64| human_ms(ms);
+        assert_eq!(h(0), "0ms");
+        assert_eq!(h(850), "850ms");
+        assert_eq!(h(1000), "1s");
+        assert_eq!(h(1540), "1.5s");
+        assert_eq!(h(12_300), "12s");
+        assert_eq!(h(312_000), "5m12s");
+        assert_eq!(h(3_600_000 * 3 + 5 * 60_000), "3h05m");
+        assert_eq!(h(86_400_000 * 2 + 4 * 3_600_000), "2d04h");
+    }
+
+    #[test]
+    fn precise_milliseconds() {
+        assert_eq!(precise_ms(0.4242), "0.42ms");
+        assert_eq!(precise_ms(12.34), "12.3ms");
+        assert_eq!(precise_ms(1204.4), "1204ms");
+    }
+}

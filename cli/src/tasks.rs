@@ -1,0 +1,152 @@
+//! `delouse tasks`: what every traced task is waiting on.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use delouse_proto::{Answer, DumpPolicy, RequestKind, TasksMode};
+
+use crate::Output;
+use crate::connect::{self, Deadline};
+use crate::error::{CliError, Exit, Result};
+use crate::render::{Paint, tasks as render};
+use crate::{symbolize, tree};
+
+/// Options of `delouse tasks`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The target.
+    pub pid: u32,
+    /// JSON instead of text.
+    pub json: bool,
+    /// The whole command's time budget.
+    pub timeout: Duration,
+    /// Ask for tokio's own dump of a whole runtime.
+    pub whole_runtime: bool,
+    /// That runtime's name (`main` when `None`).
+    pub runtime: Option<String>,
+    /// Consent given on the command line.
+    pub yes: bool,
+}
+
+/// What a whole-runtime dump risks, shown before asking.
+pub const WHOLE_RUNTIME_RISK: &str = "\
+a whole-runtime dump runs tokio's own Handle::dump(), which cannot be made safe from outside.
+measured on tokio 1.54.1: a worker that re-enters the dump barrier after a dump stops the
+runtime in 6-9% of dumps and loses a worker in ~20% more; a worker blocked for over 250 ms, or
+more than ~128 queued tasks, can hang the runtime for good. the process must then be restarted.
+`delouse tasks PID` without --whole-runtime traces the tasks spawned with delouse::spawn
+without stopping anything.";
+
+/// Asks on the terminal, or refuses when there is none and no `--yes`.
+fn confirm(pid: u32, yes: bool) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Err(CliError::error(format!(
+            "whole-runtime dump of pid {pid} not run: no terminal to confirm on: pass --yes to accept the risk \
+             (see `delouse tasks --help`)"
+        )));
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{WHOLE_RUNTIME_RISK}");
+    let _ = write!(err, "run a whole-runtime dump of pid {pid}? [y/N] ");
+    let _ = err.flush();
+    drop(err);
+    let mut answer = String::new();
+    if std::io::stdin().lock().read_line(&mut answer).is_err() {
+        answer.clear();
+    }
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(CliError::error(format!(
+            "whole-runtime dump of pid {pid} not run: not confirmed"
+        )))
+    }
+}
+
+/// Refuses early, from the welcome, what the agent would refuse anyway.
+fn check_runtime(conn: &connect::Connection, name: &str) -> Result<()> {
+    let pid = conn.pid;
+    let runtimes = &conn.welcome.runtimes;
+    let Some(rt) = runtimes.iter().find(|r| r.name == name) else {
+        let names: Vec<&str> = runtimes.iter().map(|r| r.name.as_str()).collect();
+        let known = if names.is_empty() {
+            "it registered none: call delouse::init() inside the runtime, or Builder::runtime()"
+                .to_owned()
+        } else {
+            format!("it has {}: pass one with --runtime", names.join(", "))
+        };
+        return Err(CliError::error(format!(
+            "pid {pid} has no runtime named `{name}`: {known}"
+        )));
+    };
+    match &rt.whole_runtime_dump {
+        DumpPolicy::Allowed => Ok(()),
+        DumpPolicy::Forbidden => Err(CliError::error(format!(
+            "whole-runtime dumps of runtime `{name}` are forbidden by the application (pid {pid}): \
+             use `delouse tasks {pid}` for traced tasks"
+        ))),
+        DumpPolicy::Unsupported => Err(CliError::new(
+            Exit::Unsupported,
+            format!(
+                "pid {pid} was built without whole-runtime dump support (runtime `{name}`): build it with \
+                 --cfg tokio_unstable on linux x86/x86_64/aarch64/s390x"
+            ),
+        )),
+        DumpPolicy::Latched(why) => Err(CliError::error(format!(
+            "runtime `{name}` of pid {pid} may not be dumped again: an earlier dump left it looking damaged ({}): \
+             restart the process to dump it",
+            crate::error::one_line(why)
+        ))),
+    }
+}
+
+/// Runs `delouse tasks`.
+pub fn run(opts: &Options) -> Result<Output> {
+    let pid = opts.pid;
+    let mode = if opts.whole_runtime {
+        confirm(pid, opts.yes)?;
+        TasksMode::WholeRuntime {
+            runtime: opts.runtime.clone(),
+        }
+    } else {
+        TasksMode::Traced
+    };
+    let start = Instant::now();
+    let deadline = Deadline::after(opts.timeout);
+    let conn = connect::open(pid, deadline)?;
+    if let TasksMode::WholeRuntime { runtime } = &mode {
+        check_runtime(&conn, runtime.as_deref().unwrap_or("main"))?;
+    }
+    #[allow(unreachable_patterns)]
+    let dump = match conn.request(RequestKind::Tasks(mode))? {
+        Answer::Tasks(dump) => dump,
+        _ => {
+            return Err(CliError::error(format!(
+                "pid {pid} answered another question: this is a bug in its agent"
+            )));
+        }
+    };
+    let symbols = symbolize::symbolize(pid, &dump.frames, &dump.modules);
+    let groups = tree::group_tasks(&dump, &symbols);
+    let cwd = std::env::current_dir().ok();
+    let report = render::Report {
+        pid,
+        mode: &dump.mode,
+        coverage: &dump.coverage,
+        agent_elapsed_ms: dump.elapsed_us as f64 / 1000.0,
+        total_ms: start.elapsed().as_secs_f64() * 1000.0,
+        groups: &groups,
+    };
+    let stdout = if opts.json {
+        render::json(&report, cwd.as_deref())
+    } else {
+        render::text(&report, Paint::for_stdout(), cwd.as_deref())
+    };
+    Ok(Output {
+        stdout,
+        ..Output::default()
+    })
+}

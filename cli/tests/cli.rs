@@ -1,0 +1,544 @@
+//! The real `delouse` binary against situations that need no agent: usage,
+//! missing processes, processes without an agent, stale sockets, and sockets
+//! that are not agents at all. (tests/ drives it against real agents.)
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_delouse");
+
+/// Runs the CLI with no terminal, no colour and no socket directory of its
+/// own; kills it if it runs for more than 30 s.
+fn delouse(args: &[&str]) -> (Output, Duration) {
+    let start = Instant::now();
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("DELOUSE_SOCKET_DIR")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start delouse");
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("output");
+    (out, start.elapsed())
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The single line of stderr, asserting that there is exactly one.
+fn one_line(out: &Output) -> String {
+    let err = stderr(out);
+    let line = err.strip_suffix('\n').unwrap_or(&err);
+    assert!(
+        !line.trim().is_empty() && !line.contains('\n'),
+        "expected one line on stderr, got:\n{err}"
+    );
+    assert!(line.starts_with("delouse: error: "), "{line}");
+    line.to_owned()
+}
+
+/// A `sleep` child (optionally with `DELOUSE_SOCKET_DIR` set), killed and
+/// reaped on drop.
+struct Sleeper(Child);
+
+impl Sleeper {
+    fn start(socket_dir: Option<&Path>) -> Self {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30").stdin(Stdio::null()).stdout(Stdio::null());
+        match socket_dir {
+            Some(dir) => cmd.env("DELOUSE_SOCKET_DIR", dir),
+            None => cmd.env_remove("DELOUSE_SOCKET_DIR"),
+        };
+        let child = cmd.spawn().expect("start sleep");
+        // Wait until the child has exec'd `sleep`, so that its environ is
+        // the one given above.
+        let start = Instant::now();
+        while std::fs::read_to_string(format!("/proc/{}/comm", child.id()))
+            .map_or(true, |c| c.trim() != "sleep")
+            && start.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Sleeper(child)
+    }
+
+    fn pid(&self) -> String {
+        self.0.id().to_string()
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A PID with no process.
+fn unused_pid() -> u32 {
+    let max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(32768);
+    (1..max)
+        .rev()
+        .find(|p| !Path::new(&format!("/proc/{p}")).exists())
+        .expect("a free pid")
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let (out, _) = delouse(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("ps"), "{help}");
+    assert!(help.contains("tasks"), "{help}");
+    let (out, _) = delouse(&["tasks", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--json",
+        "--timeout",
+        "--whole-runtime",
+        "--runtime",
+        "--yes",
+    ] {
+        assert!(help.contains(flag), "{flag}: {help}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["frobnicate"][..],
+        &["tasks"],
+        &["tasks", "not-a-pid"],
+        &["tasks", "1", "--timeout", "soon"],
+        &["tasks", "1", "--yes"],
+    ] {
+        let (out, _) = delouse(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn missing_process_exits_3() {
+    let pid = unused_pid().to_string();
+    let (out, _) = delouse(&["tasks", &pid]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let line = one_line(&out);
+    assert!(
+        line.contains(&format!("no process with pid {pid}")),
+        "{line}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn process_without_agent_exits_3_and_names_the_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = Sleeper::start(Some(dir.path()));
+    let (out, _) = delouse(&["tasks", &sleeper.pid()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let line = one_line(&out);
+    assert!(line.contains("no delouse agent in process"), "{line}");
+    assert!(line.contains("looked in"), "{line}");
+    assert!(line.contains(&dir.path().display().to_string()), "{line}");
+    assert!(line.contains("delouse::init()"), "{line}");
+
+    // Without the variable, the default directory for the uid is named.
+    let plain = Sleeper::start(None);
+    let (out, _) = delouse(&["tasks", &plain.pid()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(one_line(&out).contains("delouse-"), "{}", stderr(&out));
+}
+
+/// A listener at `<dir>/<pid>.sock` that answers every connection with
+/// `reply` (if any), keeps it open for a while, and counts connections.
+fn fake_agent(dir: &Path, pid: &str, reply: Option<Vec<u8>>) -> Arc<AtomicUsize> {
+    let listener = UnixListener::bind(dir.join(format!("{pid}.sock"))).unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            count.fetch_add(1, Ordering::SeqCst);
+            let reply = reply.clone();
+            std::thread::spawn(move || {
+                if let Some(reply) = reply {
+                    let _ = stream.write_all(&reply);
+                }
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+                let mut sink = [0u8; 256];
+                while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    accepted
+}
+
+#[test]
+fn garbage_on_the_socket_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = Sleeper::start(Some(dir.path()));
+    let accepted = fake_agent(
+        dir.path(),
+        &sleeper.pid(),
+        Some(b"220 smtp.example ESMTP ready\r\n".to_vec()),
+    );
+    let (out, elapsed) = delouse(&["tasks", &sleeper.pid(), "--timeout", "3s"]);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    let line = one_line(&out);
+    assert!(line.contains("not a delouse agent"), "{line}");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    assert!(accepted.load(Ordering::SeqCst) >= 1);
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn garbage_declaring_a_small_frame_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = Sleeper::start(Some(dir.path()));
+    fake_agent(
+        dir.path(),
+        &sleeper.pid(),
+        Some(vec![0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef]),
+    );
+    let (out, elapsed) = delouse(&["tasks", &sleeper.pid(), "--timeout", "3s"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        one_line(&out).contains("not a delouse agent"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+}
+
+#[test]
+fn a_silent_listener_times_out_with_exit_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = Sleeper::start(Some(dir.path()));
+    fake_agent(dir.path(), &sleeper.pid(), None);
+    let (out, elapsed) = delouse(&["tasks", &sleeper.pid(), "--timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    one_line(&out);
+    assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
+}
+
+#[test]
+fn a_listener_that_never_accepts_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = Sleeper::start(Some(dir.path()));
+    // Bound and listening, never accepted: the connect itself succeeds
+    // (backlog), the handshake gets no answer.
+    let _listener = UnixListener::bind(dir.path().join(format!("{}.sock", sleeper.pid()))).unwrap();
+    let (out, elapsed) = delouse(&["tasks", &sleeper.pid(), "--timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    one_line(&out);
+    assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
+}
+
+#[test]
+fn a_stale_socket_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = Sleeper::start(Some(dir.path()));
+    drop(UnixListener::bind(dir.path().join(format!("{}.sock", sleeper.pid()))).unwrap());
+    let (out, _) = delouse(&["tasks", &sleeper.pid()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(one_line(&out).contains("stale socket"), "{}", stderr(&out));
+}
+
+#[test]
+fn whole_runtime_without_terminal_or_yes_refuses_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = Sleeper::start(Some(dir.path()));
+    let accepted = fake_agent(dir.path(), &sleeper.pid(), None);
+    let (out, elapsed) = delouse(&["tasks", &sleeper.pid(), "--whole-runtime"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = one_line(&out);
+    assert!(line.contains("--yes"), "{line}");
+    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(accepted.load(Ordering::SeqCst), 0, "it connected");
+}
+
+#[test]
+fn ps_ignores_and_cleans_stale_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join(format!("{}.sock", unused_pid()));
+    drop(UnixListener::bind(&dead).unwrap());
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("DELOUSE_SOCKET_DIR", dir.path())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    let out = run(&["ps", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a json array");
+    assert!(json.is_array(), "{json}");
+    let socket = dead.display().to_string();
+    assert!(
+        !json
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["socket"] == socket.as_str()),
+        "{json}"
+    );
+    assert!(stderr(&out).contains("stale socket"), "{}", stderr(&out));
+    assert!(dead.exists());
+
+    let out = run(&["ps", "--clean"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!dead.exists(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("removed"), "{}", stderr(&out));
+}
+
+mod fake {
+    //! A fake agent speaking the real protocol, to check how the CLI maps
+    //! what an agent says.
+
+    use super::*;
+    use delouse_proto::frame;
+    use delouse_proto::*;
+
+    /// Field 22 of `/proc/<pid>/stat`.
+    pub fn start_time(pid: &str) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let rest = &stat[stat.rfind(')').unwrap() + 1..];
+        rest.split_whitespace().nth(19).unwrap().parse().unwrap()
+    }
+
+    pub fn welcome(pid: &str, start_time: u64) -> Welcome {
+        Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            agent_version: "0.0.0-fake".into(),
+            pid: pid.parse().unwrap(),
+            start_time,
+            exe: "/bin/sleep".into(),
+            runtimes: vec![RuntimeInfo {
+                name: "main".into(),
+                flavor: Flavor::MultiThread,
+                workers: 2,
+                alive_tasks: 3,
+                whole_runtime_dump: DumpPolicy::Forbidden,
+            }],
+            capabilities: Capabilities {
+                traces: TraceSupport::Available,
+                registered_tasks: 2,
+            },
+        }
+    }
+
+    /// Serves every connection: reads the hello, sends `reply`, then (after
+    /// a welcome) reads one request and sends `response`.
+    pub fn serve(dir: &Path, pid: &str, reply: HelloReply, response: Response) {
+        let listener = UnixListener::bind(dir.join(format!("{pid}.sock"))).unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { break };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let Ok(_hello) = frame::read::<_, Hello>(&mut s, MAX_REQUEST_FRAME) else {
+                    continue;
+                };
+                let _ = frame::write(&mut s, &reply);
+                if matches!(reply, HelloReply::Welcome(_))
+                    && frame::read::<_, Request>(&mut s, MAX_REQUEST_FRAME).is_ok()
+                {
+                    let _ = frame::write(&mut s, &response);
+                }
+            }
+        });
+    }
+
+    pub fn dump() -> TaskDump {
+        TaskDump {
+            mode: TasksMode::Traced,
+            // No module maps these: they must render as bare addresses.
+            frames: vec![0x1234, 0x5678],
+            locations: vec![Location {
+                file: "/src/app/src/main.rs".into(),
+                line: 7,
+                column: 5,
+            }],
+            tasks: vec![
+                Task {
+                    id: Some(1),
+                    spawned_at: Some(0),
+                    age_ms: Some(10),
+                    polls: Some(1),
+                    last_poll_ago_ms: Some(1),
+                    // Index 9 is out of range: garbage must not panic.
+                    state: TaskState::Traced(vec![vec![0, 1], vec![9]]),
+                },
+                Task {
+                    id: None,
+                    spawned_at: Some(42),
+                    age_ms: None,
+                    polls: None,
+                    last_poll_ago_ms: None,
+                    state: TaskState::NotPolledInTime,
+                },
+            ],
+            coverage: Coverage {
+                traced: 1,
+                not_polled_in_time: 1,
+                finished: 0,
+                alive: Some(3),
+                untraced: Some(1),
+                notes: vec!["a note".into()],
+            },
+            modules: vec![],
+            elapsed_us: 1500,
+        }
+    }
+}
+
+fn run_fake(
+    reply: impl FnOnce(&str) -> delouse_proto::HelloReply,
+    response: delouse_proto::Response,
+    args: &[&str],
+) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = Sleeper::start(Some(dir.path()));
+    let pid = sleeper.pid();
+    fake::serve(dir.path(), &pid, reply(&pid), response);
+    let mut full = vec!["tasks", pid.as_str(), "--timeout", "5s"];
+    full.extend_from_slice(args);
+    delouse(&full).0
+}
+
+fn welcome_now(pid: &str) -> delouse_proto::HelloReply {
+    delouse_proto::HelloReply::Welcome(fake::welcome(pid, fake::start_time(pid)))
+}
+
+#[test]
+fn fake_agent_dump_renders_without_panicking() {
+    let ok = Ok(delouse_proto::Answer::Tasks(fake::dump()));
+    let out = run_fake(welcome_now, ok.clone(), &["--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["mode"], "traced");
+    assert_eq!(json["agent_elapsed_ms"], 1.5);
+    assert_eq!(json["coverage"]["notes"][0], "a note");
+    let groups = json["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{json}");
+    let traced = groups.iter().find(|g| g["state"] == "traced").unwrap();
+    assert_eq!(traced["spawned_at"], "/src/app/src/main.rs:7:5");
+    assert_eq!(traced["tree"][0]["function"], "0x5678");
+    assert_eq!(traced["tree"][0]["app"], false);
+    let late = groups
+        .iter()
+        .find(|g| g["state"] == "not_polled_in_time")
+        .unwrap();
+    assert!(late["spawned_at"].is_null());
+    assert_eq!(late["task_ids"].as_array().unwrap().len(), 0);
+
+    let out = run_fake(welcome_now, ok, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("╼ 0x5678"), "{text}");
+    assert!(
+        text.contains("hint: 1 task was not polled in time"),
+        "{text}"
+    );
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour without a terminal:\n{text}"
+    );
+}
+
+#[test]
+fn a_reused_pid_is_not_its_agent() {
+    let ok = Ok(delouse_proto::Answer::Tasks(fake::dump()));
+    let out = run_fake(
+        |pid| delouse_proto::HelloReply::Welcome(fake::welcome(pid, fake::start_time(pid) + 1)),
+        ok,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        one_line(&out).contains("belongs to an earlier process"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn agent_errors_map_to_exit_codes() {
+    use delouse_proto::{AgentError, ErrorKind};
+    for (kind, code) in [
+        (ErrorKind::Timeout, 5),
+        (ErrorKind::Unsupported, 6),
+        (ErrorKind::PermissionDenied, 4),
+        (ErrorKind::InProgress, 1),
+        (ErrorKind::Busy, 1),
+        (ErrorKind::Refused, 1),
+        (ErrorKind::Internal, 1),
+    ] {
+        let err = Err(AgentError::new(kind, "trace in progress\nsecond line"));
+        let out = run_fake(welcome_now, err, &[]);
+        assert_eq!(out.status.code(), Some(code), "{kind:?}: {}", stderr(&out));
+        assert!(
+            one_line(&out).contains("trace in progress second line"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn a_rejected_hello_says_which_protocol_this_cli_speaks() {
+    use delouse_proto::{AgentError, ErrorKind, HelloReply};
+    let out = run_fake(
+        |_| {
+            HelloReply::Rejected(AgentError::new(
+                ErrorKind::VersionMismatch,
+                "agent speaks protocol 2",
+            ))
+        },
+        Ok(delouse_proto::Answer::Tasks(fake::dump())),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = one_line(&out);
+    assert!(
+        line.contains("agent speaks protocol 2") && line.contains("this cli speaks protocol"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_forbidden_whole_runtime_dump_is_refused_from_the_welcome() {
+    let out = run_fake(
+        welcome_now,
+        Ok(delouse_proto::Answer::Tasks(fake::dump())),
+        &["--whole-runtime", "--yes"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(one_line(&out).contains("forbidden"), "{}", stderr(&out));
+}
