@@ -43,17 +43,21 @@ pub(crate) fn poll_traced<F: Future>(
     slot: &Slot,
     epoch: u64,
 ) -> Poll<F::Output> {
-    let mut backtraces = Vec::new();
+    let mut frames = Vec::new();
+    let mut leaves = 0;
     let mut root = Trace::root(Shim(inner));
     let result = trace_with(
         || Pin::new(&mut root).poll(cx),
         |meta| {
-            if backtraces.len() < MAX_LEAVES {
-                backtraces.push(walk(meta));
+            if leaves < MAX_LEAVES {
+                leaves += 1;
+                walk(meta, &mut frames);
+                frames.push(0);
             }
         },
     );
-    collect::settle(slot, epoch, Outcome::Traced(backtraces));
+    frames.shrink_to_fit();
+    collect::settle(slot, epoch, Outcome::Traced(frames));
     if result.is_pending() {
         // tokio defers a wake of each leaf it stopped, but only when the poll
         // runs on a tokio scheduler; a future polled elsewhere (an executor
@@ -63,28 +67,27 @@ pub(crate) fn poll_traced<F: Future>(
     result
 }
 
-/// Return addresses between tokio's leaf function and the trace root,
-/// innermost first. Only walks: symbolizing happens in the CLI.
-fn walk(meta: &TraceMeta) -> Vec<u64> {
-    let mut frames = Vec::new();
+/// Appends the return addresses between tokio's leaf function and the trace
+/// root to `frames`, innermost first. Only walks: the CLI symbolizes.
+fn walk(meta: &TraceMeta, frames: &mut Vec<u64>) {
     let Some(root) = meta.root_addr else {
-        return frames;
+        return;
     };
+    let start = frames.len();
     let mut above_leaf = false;
     backtrace::trace(|frame| {
         let function = frame.symbol_address() as *const c_void;
         if std::ptr::eq(function, root) {
             return false;
         }
-        if above_leaf {
+        if above_leaf && !frame.ip().is_null() {
             frames.push(frame.ip() as u64);
         }
         if std::ptr::eq(function, meta.trace_leaf_addr) {
             above_leaf = true;
         }
-        frames.len() < MAX_DEPTH
+        frames.len() - start < MAX_DEPTH
     });
-    frames
 }
 
 struct CountingWaker(AtomicUsize);

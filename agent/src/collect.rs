@@ -16,9 +16,10 @@ static CURRENT: Mutex<Option<Arc<Collect>>> = Mutex::new(None);
 
 /// What a task answered.
 pub(crate) enum Outcome {
-    /// Raw return addresses, one list per tokio leaf, innermost first.
+    /// Raw return addresses, innermost first, of every tokio leaf the task
+    /// reached, each list ended by a 0 (one allocation per task).
     #[allow(dead_code, reason = "built only where tokio can trace tasks")]
-    Traced(Vec<Vec<u64>>),
+    Traced(Vec<u64>),
     /// The task ended before it could trace itself.
     Finished,
 }

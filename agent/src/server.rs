@@ -19,7 +19,7 @@ use tokio::time::timeout;
 use crate::builder::Shared;
 use crate::registry::registry;
 use crate::socket::{self, Bound};
-use crate::{capture, tasks};
+use crate::{capture, sys, tasks};
 
 /// Clients served at once; more get an immediate "busy".
 const MAX_CONNECTIONS: usize = 8;
@@ -158,7 +158,12 @@ async fn session(
         )),
         Err(e) => return Err(e),
     };
-    send(stream, &response).await
+    let sent = send(stream, &response).await;
+    // A dump of many tasks allocated on every worker's malloc arena and
+    // freed here; hand those pages back rather than keep them resident.
+    drop(response);
+    sys::trim_heap();
+    sent
 }
 
 /// Only the agent's own uid and root may use it.

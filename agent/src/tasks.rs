@@ -100,8 +100,6 @@ pub(crate) async fn traced(shared: &Shared, deadline: Instant) -> Response {
     collect.end();
 
     let dump = build_dump(shared, &snapshot, &unanswered, epoch, start);
-    drop(snapshot);
-    sys::trim_heap();
     Ok(Answer::Tasks(dump))
 }
 
@@ -127,11 +125,12 @@ fn build_dump(
     for (slot, &unanswered) in snapshot.iter().zip(unanswered) {
         let answer = slot.answer.lock().unwrap_or_else(|e| e.into_inner()).take();
         let state = match answer {
-            Some((e, Outcome::Traced(backtraces))) if e == epoch && !unanswered => {
+            Some((e, Outcome::Traced(frames))) if e == epoch && !unanswered => {
                 coverage.traced += 1;
                 TaskState::Traced(
-                    backtraces
-                        .iter()
+                    frames
+                        .split(|&ip| ip == 0)
+                        .take(frames.iter().filter(|&&ip| ip == 0).count())
                         .map(|bt| bt.iter().map(|&ip| interner.frame(ip)).collect())
                         .collect(),
                 )
