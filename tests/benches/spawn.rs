@@ -96,5 +96,8 @@ fn main() {
     println!("{YIELDS} yield_now polls in one task, best of {ROUNDS}:");
     println!("  tokio::spawn    {:>8.1} ms", yp.as_secs_f64() * 1e3);
     println!("  delouse::spawn  {:>8.1} ms", yt.as_secs_f64() * 1e3);
-    println!("  overhead        {:>+8.1} %", (yt.as_secs_f64() / yp.as_secs_f64() - 1.0) * 100.0);
+    println!(
+        "  overhead        {:>+8.1} %",
+        (yt.as_secs_f64() / yp.as_secs_f64() - 1.0) * 100.0
+    );
 }
