@@ -327,8 +327,7 @@ impl Connection {
         }
         let response: Response = frame::read(&mut self.stream, MAX_RESPONSE_FRAME).map_err(|e| match e {
             FrameError::Io(e) if is_timeout(&e) => CliError::timeout(format!(
-                "pid {pid} did not answer within {total}: retry with a longer --timeout, or see what its threads do \
-                 with `delouse threads {pid}`"
+                "pid {pid} did not answer within {total}: retry with a longer --timeout"
             )),
             FrameError::Io(e) => CliError::error(format!(
                 "reading the answer of pid {pid} failed: {}: {}",
@@ -455,7 +454,7 @@ pub fn open(pid: u32, deadline: Deadline) -> Result<Connection> {
                 Err(ConnectError::TimedOut) => {
                     return Err(CliError::timeout(format!(
                         "connecting to pid {pid} did not complete within {}: {}: its agent is not accepting \
-                         connections; see what its threads do with `delouse threads {pid}`",
+                         connections",
                         human_duration(deadline.total()),
                         path.display()
                     )));

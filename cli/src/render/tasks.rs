@@ -75,7 +75,11 @@ pub fn text(report: &Report<'_>, paint: Paint, cwd: Option<&Path>) -> String {
         format!("{} finished", c.finished),
     ];
     if let Some(untraced) = c.untraced {
-        counts.push(format!("{untraced} spawned without delouse"));
+        // Alive tasks the agent has no slot for: spawned without delouse, or
+        // a delouse task still in its first poll (registered only after it).
+        counts.push(format!(
+            "{untraced} untraced (spawned without delouse, or in a first poll)"
+        ));
     }
     let alive = c
         .alive
@@ -89,8 +93,7 @@ pub fn text(report: &Report<'_>, paint: Paint, cwd: Option<&Path>) -> String {
             out,
             "{}",
             paint.warn(&format!(
-                "hint: {} not polled in time: a worker may be blocked; `delouse threads {pid}` shows what each \
-                 thread is doing",
+                "hint: {} not polled in time: a worker may be blocked in non-async code",
                 plural(c.not_polled_in_time, "task was", "tasks were")
             ))
         );
