@@ -129,8 +129,17 @@ pub fn run(opts: &Options) -> Result<Output> {
             )));
         }
     };
+    let exchanged = Instant::now();
     let symbols = symbolize::symbolize(pid, &dump.frames, &dump.modules);
+    let symbolized = Instant::now();
     let groups = tree::group_tasks(&dump, &symbols);
+    let grouped = Instant::now();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let timings = render::Timings {
+        exchange_ms: ms(exchanged - start),
+        symbolize_ms: ms(symbolized - exchanged),
+        group_ms: ms(grouped - symbolized),
+    };
     let cwd = std::env::current_dir().ok();
     let report = render::Report {
         pid,
@@ -138,6 +147,7 @@ pub fn run(opts: &Options) -> Result<Output> {
         coverage: &dump.coverage,
         agent_elapsed_ms: dump.elapsed_us as f64 / 1000.0,
         total_ms: start.elapsed().as_secs_f64() * 1000.0,
+        timings,
         groups: &groups,
     };
     let stdout = if opts.json {

@@ -27,8 +27,21 @@ pub struct Report<'a> {
     pub agent_elapsed_ms: f64,
     /// The whole command's time so far.
     pub total_ms: f64,
+    /// Where the CLI's time went.
+    pub timings: Timings,
     /// The groups, largest first.
     pub groups: &'a [Group],
+}
+
+/// Where the time of `delouse tasks` went, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Timings {
+    /// Connecting, the handshake, the request and reading the answer.
+    pub exchange_ms: f64,
+    /// Symbolizing the answer's addresses.
+    pub symbolize_ms: f64,
+    /// Building and grouping the trees.
+    pub group_ms: f64,
 }
 
 fn runtime_name(mode: &TasksMode) -> Option<&str> {
@@ -245,6 +258,7 @@ struct JsonReport<'a> {
     runtime: Option<&'a str>,
     agent_elapsed_ms: f64,
     total_ms: f64,
+    timings: Timings,
     coverage: JsonCoverage<'a>,
     groups: Vec<JsonGroup>,
 }
@@ -305,6 +319,7 @@ pub fn json(report: &Report<'_>, cwd: Option<&Path>) -> String {
         runtime: runtime_name(report.mode),
         agent_elapsed_ms: report.agent_elapsed_ms,
         total_ms: report.total_ms,
+        timings: report.timings,
         coverage: JsonCoverage {
             traced: c.traced,
             not_polled_in_time: c.not_polled_in_time,
@@ -363,6 +378,7 @@ mod tests {
             coverage: &d.coverage,
             agent_elapsed_ms: 1.234,
             total_ms: 45.6,
+            timings: Timings::default(),
             groups,
         }
     }
@@ -454,6 +470,7 @@ mod tests {
             "runtime",
             "agent_elapsed_ms",
             "total_ms",
+            "timings",
             "coverage",
             "groups",
         ];
