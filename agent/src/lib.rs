@@ -57,6 +57,7 @@ mod server;
 mod socket;
 mod sys;
 mod tasks;
+mod threads;
 mod traced;
 
 pub use builder::{Builder, InitError, init};

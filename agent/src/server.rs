@@ -19,7 +19,7 @@ use tokio::time::timeout;
 use crate::builder::Shared;
 use crate::registry::registry;
 use crate::socket::{self, Bound};
-use crate::{capture, sys, tasks};
+use crate::{capture, sys, tasks, threads};
 
 /// Clients served at once; more get an immediate "busy".
 const MAX_CONNECTIONS: usize = 8;
@@ -212,6 +212,7 @@ async fn handle(shared: &Shared, request: Request) -> Response {
         RequestKind::Tasks(TasksMode::WholeRuntime { runtime }) => {
             tasks::whole_runtime(shared, runtime, deadline).await
         }
+        RequestKind::Threads => threads::dump(shared, deadline).await,
     }
 }
 

@@ -143,6 +143,8 @@ pub struct Request {
 pub enum RequestKind {
     /// Async stack traces of tasks.
     Tasks(TasksMode),
+    /// A backtrace of every OS thread of the process.
+    Threads,
 }
 
 /// Which tasks a [`RequestKind::Tasks`] asks for.
@@ -168,6 +170,8 @@ pub type Response = Result<Answer, AgentError>;
 pub enum Answer {
     /// Answer to [`RequestKind::Tasks`].
     Tasks(TaskDump),
+    /// Answer to [`RequestKind::Threads`].
+    Threads(ThreadDump),
 }
 
 /// Why the agent did not answer a request.
@@ -327,4 +331,68 @@ impl Module {
     pub fn find(modules: &[Module], addr: u64) -> Option<&Module> {
         modules.iter().find(|m| m.start <= addr && addr < m.end)
     }
+}
+
+/// Answer to [`RequestKind::Threads`]: every OS thread of the process, with
+/// what `/proc` says of it and, where it answered the agent's signal, its
+/// call stack as raw addresses (the CLI symbolizes them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThreadDump {
+    /// One entry per thread, in `/proc/<pid>/task` order.
+    pub threads: Vec<Thread>,
+    /// The executable mappings of the process, to symbolize the stacks.
+    pub modules: Vec<Module>,
+    /// The real-time signal the agent used.
+    pub signal: i32,
+    /// Longest time one thread spent in the agent's signal handler, in
+    /// nanoseconds.
+    pub max_handler_ns: u64,
+    /// Time the agent spent on the request, in microseconds.
+    pub elapsed_us: u64,
+}
+
+/// One OS thread in a [`ThreadDump`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Thread {
+    /// Kernel thread id.
+    pub tid: u32,
+    /// Thread name (`/proc/<pid>/task/<tid>/comm`).
+    pub name: String,
+    /// Scheduler state letter from `/proc/<pid>/task/<tid>/stat` (`R`
+    /// running, `S` sleeping, `D` uninterruptible, `T` stopped, `Z`...).
+    pub state: char,
+    /// CPU time in user mode, in milliseconds.
+    pub user_ms: u64,
+    /// CPU time in kernel mode, in milliseconds.
+    pub system_ms: u64,
+    /// The system call the thread is blocked in, by number
+    /// (`/proc/<pid>/task/<tid>/syscall`), when it is in one.
+    pub syscall: Option<u64>,
+    /// Whether this is the agent's own thread.
+    pub is_agent: bool,
+    /// The stack, or why there is none.
+    pub stack: ThreadStack,
+}
+
+/// What the agent got of one thread's stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ThreadStack {
+    /// The thread answered. Innermost first: the first address is the
+    /// interrupted instruction itself, every later one a return address
+    /// (symbolize `address - 1` for those). `truncated` says the unwinder
+    /// stopped before the outermost frame (no unwind information for a
+    /// frame, or the copied stack ran out).
+    Frames {
+        /// The addresses.
+        addresses: Vec<u64>,
+        /// Whether the walk stopped early.
+        truncated: bool,
+    },
+    /// The thread blocks the agent's signal; it was not interrupted.
+    SignalsBlocked,
+    /// The thread did not answer the signal before the deadline (it may be
+    /// stopped, in uninterruptible sleep, or gone).
+    NoAnswer,
+    /// The agent did not signal it; the text says why (its own thread).
+    NotSampled(String),
 }
