@@ -57,6 +57,16 @@ mod server;
 mod socket;
 mod sys;
 mod tasks;
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod threads;
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+#[path = "threads_unsupported.rs"]
 mod threads;
 mod traced;
 

@@ -1,5 +1,6 @@
 //! The few system calls the agent needs that std does not wrap. Every
-//! `unsafe` block of the crate lives here.
+//! `unsafe` block of the crate lives here or, for the signal handler of
+//! `delouse threads`, in `threads/signal.rs`.
 
 use std::ffi::CString;
 use std::sync::OnceLock;

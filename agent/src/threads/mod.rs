@@ -1,0 +1,233 @@
+//! `Threads` requests: a backtrace of every OS thread, taken without
+//! stopping the process (docs/threads.md).
+//!
+//! 1. Read each thread's name, state, CPU time, system call and blocked
+//!    signals from `/proc/self/task` first.
+//! 2. Send one real-time signal to each thread that does not block it; the
+//!    handler copies registers and the stack (`signal.rs`).
+//! 3. Past the deadline, threads that did not answer are reported as such.
+//! 4. Unwind the copies here, on the agent thread (`unwind.rs`).
+
+mod signal;
+mod unwind;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use delouse_proto::{AgentError, Answer, ErrorKind, Response, Thread, ThreadDump, ThreadStack};
+
+use crate::builder::Shared;
+use crate::procfs;
+
+/// Longest wait for threads to answer the signal.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+
+static BUSY: AtomicBool = AtomicBool::new(false);
+
+struct Busy;
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        BUSY.store(false, Ordering::Release);
+    }
+}
+
+/// What `/proc` says of one thread.
+struct Info {
+    tid: u32,
+    name: String,
+    state: char,
+    user_ms: u64,
+    system_ms: u64,
+    syscall: Option<u64>,
+    blocks: bool,
+}
+
+pub(crate) async fn dump(shared: &Shared, deadline: Instant) -> Response {
+    if BUSY
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return Err(AgentError::new(
+            ErrorKind::InProgress,
+            format!(
+                "thread dump in progress: another client is sampling the threads of pid {}; try again",
+                shared.pid
+            ),
+        ));
+    }
+    let _busy = Busy;
+    let start = Instant::now();
+    let Some(sig) = signal::signal() else {
+        return Err(AgentError::new(
+            ErrorKind::Unsupported,
+            "every real-time signal is taken by the application, so threads cannot be sampled",
+        ));
+    };
+    let me = signal::gettid();
+    let infos = read_threads(sig);
+    let targets: Vec<u32> = infos
+        .iter()
+        .filter(|t| !t.blocks && t.tid != me)
+        .map(|t| t.tid)
+        .collect();
+    let Some(capture) = signal::Capture::arm(&targets, &readable_maps()) else {
+        return Err(AgentError::new(
+            ErrorKind::Internal,
+            "cannot map memory for the stack copies",
+        ));
+    };
+    let sent = targets
+        .iter()
+        .filter(|&&tid| signal::tgkill(tid, sig))
+        .count();
+
+    let budget = deadline.saturating_duration_since(start) / 2;
+    let until = start + budget.min(MAX_WAIT);
+    while capture.answered() < sent && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let saved = capture.finish();
+
+    let mut stacks = unwind::Stacks::new();
+    let mut max_handler_ns = 0;
+    let threads = infos
+        .into_iter()
+        .map(|info| {
+            let stack = if info.tid == me {
+                ThreadStack::NotSampled("the delouse agent's own thread".into())
+            } else if info.blocks {
+                ThreadStack::SignalsBlocked
+            } else if let Some((_, s)) = saved.iter().find(|(tid, _)| *tid == info.tid) {
+                max_handler_ns = max_handler_ns.max(s.handler_ns);
+                let (addresses, truncated) = stacks.unwind(s);
+                ThreadStack::Frames {
+                    addresses,
+                    truncated,
+                }
+            } else {
+                ThreadStack::NoAnswer
+            };
+            Thread {
+                tid: info.tid,
+                name: info.name,
+                state: info.state,
+                user_ms: info.user_ms,
+                system_ms: info.system_ms,
+                syscall: info.syscall,
+                is_agent: info.tid == me,
+                stack,
+            }
+        })
+        .collect();
+    drop(saved);
+    Ok(Answer::Threads(ThreadDump {
+        threads,
+        modules: procfs::modules(),
+        signal: sig,
+        max_handler_ns,
+        elapsed_us: start.elapsed().as_micros() as u64,
+    }))
+}
+
+/// Clock ticks per second of `/proc` CPU times (USER_HZ, 100 on Linux).
+const TICKS_PER_SEC: u64 = 100;
+
+fn read_threads(sig: i32) -> Vec<Info> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let mut tids: Vec<u32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    tids.into_iter()
+        .filter_map(|tid| {
+            let base = format!("/proc/self/task/{tid}");
+            let stat = std::fs::read_to_string(format!("{base}/stat")).ok()?;
+            let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+            let ticks = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    * 1000
+                    / TICKS_PER_SEC
+            };
+            let status = std::fs::read_to_string(format!("{base}/status")).unwrap_or_default();
+            Some(Info {
+                tid,
+                name: std::fs::read_to_string(format!("{base}/comm"))
+                    .map(|n| n.trim_end().to_owned())
+                    .unwrap_or_default(),
+                state: fields.first().and_then(|s| s.chars().next()).unwrap_or('?'),
+                // Fields 14 and 15 of stat; `fields` starts at field 3.
+                user_ms: ticks(11),
+                system_ms: ticks(12),
+                syscall: std::fs::read_to_string(format!("{base}/syscall"))
+                    .ok()
+                    .and_then(|s| s.split_whitespace().next()?.parse().ok()),
+                blocks: blocks_signal(&status, sig),
+            })
+        })
+        .collect()
+}
+
+/// Whether a `/proc/.../status` text shows `sig` in the blocked mask.
+fn blocks_signal(status: &str, sig: i32) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|mask| sig > 0 && mask & (1 << (sig - 1)) != 0)
+}
+
+/// Readable mappings of this process, sorted, adjacent ones merged: the
+/// handler copies from the stack pointer to the end of its run.
+fn readable_maps() -> Vec<[u64; 2]> {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return Vec::new();
+    };
+    let mut out: Vec<[u64; 2]> = Vec::new();
+    for line in maps.lines() {
+        let mut f = line.split_ascii_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if !perms.starts_with('r') {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+            continue;
+        };
+        match out.last_mut() {
+            Some(last) if last[1] == a => last[1] = b,
+            _ => out.push([a, b]),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocked_mask() {
+        let status = "Name:\tx\nSigBlk:\t0000000200000000\n";
+        assert!(blocks_signal(status, 34));
+        assert!(!blocks_signal(status, 33));
+        assert!(!blocks_signal("Name:\tx\n", 34));
+    }
+
+    #[test]
+    fn maps_are_sorted_and_merged() {
+        let maps = readable_maps();
+        assert!(!maps.is_empty());
+        assert!(maps.windows(2).all(|w| w[0][1] < w[1][0]));
+    }
+}
