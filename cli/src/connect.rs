@@ -354,6 +354,18 @@ impl Connection {
     }
 }
 
+/// The error for an answer of another kind than the request's (`asked`):
+/// the agent mixed up its answers, which is a bug.
+pub fn wrong_answer(pid: u32, asked: &str, answer: &Answer) -> CliError {
+    let got = match answer {
+        Answer::Tasks(_) => "tasks",
+        Answer::Threads(_) => "threads",
+    };
+    CliError::error(format!(
+        "pid {pid} answered another question (asked for {asked}, got {got}): this is a bug in its agent"
+    ))
+}
+
 /// Opens a stream on `path` bounded by `deadline` and does the handshake.
 /// The outer error is a failed connect; the inner one a failed handshake.
 type Opened = Result<(DeadlineStream, Welcome)>;

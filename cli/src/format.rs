@@ -104,6 +104,31 @@ pub fn precise_ms(ms: f64) -> String {
     }
 }
 
+/// Microseconds likewise: `0.42µs`, `3.2µs`, `850µs`, then milliseconds.
+pub fn precise_us(us: f64) -> String {
+    if us < 1.0 {
+        format!("{us:.2}µs")
+    } else if us < 100.0 {
+        format!("{us:.1}µs")
+    } else if us < 1000.0 {
+        format!("{us:.0}µs")
+    } else {
+        precise_ms(us / 1000.0)
+    }
+}
+
+/// CPU time: `0.01s`, `1.2s`, `312.4s`, then `1h05m`; tenths of a second
+/// up to ten minutes, as `/proc` counts it in hundredths.
+pub fn cpu_time(ms: u64) -> String {
+    if ms > 0 && ms < 100 {
+        format!("{:.2}s", ms as f64 / 1000.0)
+    } else if ms < 600_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        human_ms(ms)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +185,23 @@ mod tests {
         assert_eq!(precise_ms(0.4242), "0.42ms");
         assert_eq!(precise_ms(12.34), "12.3ms");
         assert_eq!(precise_ms(1204.4), "1204ms");
+    }
+
+    #[test]
+    fn precise_microseconds() {
+        assert_eq!(precise_us(0.4242), "0.42µs");
+        assert_eq!(precise_us(3.21), "3.2µs");
+        assert_eq!(precise_us(850.0), "850µs");
+        assert_eq!(precise_us(1500.0), "1.5ms");
+    }
+
+    #[test]
+    fn cpu_times() {
+        assert_eq!(cpu_time(0), "0.0s");
+        assert_eq!(cpu_time(10), "0.01s");
+        assert_eq!(cpu_time(200), "0.2s");
+        assert_eq!(cpu_time(1230), "1.2s");
+        assert_eq!(cpu_time(312_400), "312.4s");
+        assert_eq!(cpu_time(3_900_000), "1h05m");
     }
 }

@@ -1,19 +1,22 @@
 //! `delouse`: look inside a running tokio program.
 //!
-//! One module per command ([`ps`], [`tasks`]); finding and talking to an
-//! agent in [`connect`]; symbolization in [`symbolize`]; grouping in
-//! [`tree`]; output in [`render`]; exit codes in [`error`].
+//! One module per command ([`ps`], [`tasks`], [`threads`]); finding and
+//! talking to an agent in [`connect`]; symbolization in [`symbolize`];
+//! grouping in [`tree`]; kernel names in [`kernel`]; output in [`render`];
+//! exit codes in [`error`].
 #![forbid(unsafe_code)]
 
 mod connect;
 mod error;
 mod format;
+mod kernel;
 mod paths;
 mod procfs;
 mod ps;
 mod render;
 mod symbolize;
 mod tasks;
+mod threads;
 mod tree;
 
 use std::io::{self, Write};
@@ -47,6 +50,9 @@ pub enum Command {
     /// Show what every traced task of a process is waiting on, grouped by call tree.
     #[command(after_long_help = tasks::WHOLE_RUNTIME_RISK)]
     Tasks(TasksArgs),
+    /// Show a backtrace of every OS thread of a process, with its state, CPU time, system call and role.
+    #[command(after_long_help = threads::STACK_STATES)]
+    Threads(ThreadsArgs),
 }
 
 /// Options of `delouse ps`.
@@ -84,6 +90,27 @@ pub struct TasksArgs {
     /// With --whole-runtime: accept the risk without being asked (needed without a terminal).
     #[arg(long, short = 'y', requires = "whole_runtime")]
     pub yes: bool,
+}
+
+/// Options of `delouse threads`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct ThreadsArgs {
+    /// Process id of the target.
+    #[arg(value_parser = clap::value_parser!(u32).range(1..))]
+    pub pid: u32,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up after this long, e.g. 10s, 500ms, 2m (a bare number is seconds).
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = format::parse_duration)]
+    pub timeout: Duration,
+    /// Show only threads whose name contains PATTERN (case-sensitive; repeat for any of several).
+    #[arg(long = "name", value_name = "PATTERN")]
+    pub names: Vec<String>,
+    /// Merge threads with the same name (up to trailing digits), role and stack into one entry.
+    #[arg(long)]
+    pub group: bool,
 }
 
 /// What a command prints: stdout in one piece, and lines for stderr.
@@ -124,6 +151,13 @@ fn run(cli: Cli) -> Result<Output, CliError> {
             whole_runtime: a.whole_runtime,
             runtime: a.runtime,
             yes: a.yes,
+        }),
+        Command::Threads(a) => threads::run(&threads::Options {
+            pid: a.pid,
+            json: a.json,
+            timeout: a.timeout,
+            names: a.names,
+            group: a.group,
         }),
     }
 }
@@ -196,5 +230,23 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["delouse", "tasks", "0"]).is_err());
         assert!(Cli::try_parse_from(["delouse", "tasks", "1", "--timeout", "0s"]).is_err());
+    }
+
+    #[test]
+    fn threads_takes_repeated_names() {
+        let cli = Cli::try_parse_from([
+            "delouse", "threads", "7", "--name", "tokio", "--name", "app", "--group",
+        ])
+        .unwrap();
+        let Command::Threads(a) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(
+            (a.pid, a.names.as_slice(), a.group),
+            (7, &["tokio".to_owned(), "app".to_owned()][..], true)
+        );
+        assert!(Cli::try_parse_from(["delouse", "threads"]).is_err());
+        assert!(Cli::try_parse_from(["delouse", "threads", "0"]).is_err());
+        assert!(Cli::try_parse_from(["delouse", "threads", "1", "--name"]).is_err());
     }
 }

@@ -125,6 +125,20 @@ pub fn reachable_path(pid: u32, path: &Path) -> PathBuf {
     }
 }
 
+/// The address range of the `[vdso]` line of a `/proc/<pid>/maps` file.
+pub fn parse_maps_vdso(maps: &str) -> Option<(u64, u64)> {
+    let line = maps.lines().find(|l| l.trim_end().ends_with(" [vdso]"))?;
+    let (start, end) = line.split_whitespace().next()?.split_once('-')?;
+    let start = u64::from_str_radix(start, 16).ok()?;
+    let end = u64::from_str_radix(end, 16).ok()?;
+    (start < end).then_some((start, end))
+}
+
+/// Where this process's own vDSO is mapped.
+pub fn own_vdso() -> Option<(u64, u64)> {
+    parse_maps_vdso(&std::fs::read_to_string("/proc/self/maps").ok()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +185,17 @@ mod tests {
     fn running_time() {
         assert_eq!(running_for(1000, 20.0), Duration::from_secs(10));
         assert_eq!(running_for(5000, 20.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn vdso_range() {
+        let maps = "7f00-7f10 r-xp 00000000 08:01 12 /usr/lib/libc.so.6\n\
+                    7ffd033ab000-7ffd033ad000 r-xp 00000000 00:00 0                          [vdso]\n";
+        assert_eq!(
+            parse_maps_vdso(maps),
+            Some((0x7ffd_033a_b000, 0x7ffd_033a_d000))
+        );
+        assert_eq!(parse_maps_vdso("7f00-7f10 r-xp 0 0:0 0 /x [vdso]x\n"), None);
     }
 
     #[test]

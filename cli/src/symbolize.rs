@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use blazesym::symbolize::source::{Elf, Source};
+use blazesym::Pid;
+use blazesym::symbolize::source::{Elf, Process, Source};
 use blazesym::symbolize::{CodeInfo, Input, Symbolized, Symbolizer};
 use delouse_proto::Module;
 
@@ -143,35 +144,108 @@ pub fn qualify_anonymous(child: &str, parent: &str) -> Option<String> {
     Some(format!("{prefix}::{child}"))
 }
 
-/// The file offset to symbolize for return address `addr` in `module`: the
-/// call instruction is just before the return address.
-pub fn file_offset(addr: u64, module: &Module) -> Option<u64> {
-    addr.checked_sub(1)?
+/// An instruction address of a stack, and how it was found: that decides
+/// which instruction to look up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Address {
+    /// The instruction a thread was about to execute when it was
+    /// interrupted (the innermost frame of a thread's stack): looked up as is.
+    Interrupted(u64),
+    /// A return address, the instruction after a call: the call is just
+    /// before it, so `address - 1` is looked up (else a call that ends a
+    /// function, or an inlined call, would resolve to what follows it).
+    Return(u64),
+}
+
+impl Address {
+    /// Return addresses, as every frame of a task trace is.
+    pub fn returns(addresses: &[u64]) -> Vec<Address> {
+        addresses.iter().copied().map(Address::Return).collect()
+    }
+
+    /// The address as the stack holds it.
+    pub fn value(self) -> u64 {
+        match self {
+            Address::Interrupted(a) | Address::Return(a) => a,
+        }
+    }
+
+    /// The address of the instruction to symbolize.
+    pub fn lookup(self) -> Option<u64> {
+        match self {
+            Address::Interrupted(a) => Some(a),
+            Address::Return(a) => a.checked_sub(1),
+        }
+    }
+}
+
+/// The file offset to symbolize for `addr` in `module`.
+pub fn file_offset(addr: Address, module: &Module) -> Option<u64> {
+    addr.lookup()?
         .checked_sub(module.start)?
         .checked_add(module.file_offset)
 }
 
-/// Symbolizes every address of `frames` (return addresses in process `pid`,
-/// mapped as `modules` say). Never fails: what does not resolve becomes a
-/// placeholder naming the address and module.
-pub fn symbolize(pid: u32, frames: &[u64], modules: &[Module]) -> SymbolTable {
-    let mut table: SymbolTable = frames
+/// Whether a module is a kernel-made mapping with no file behind it
+/// (`[vdso]`, `[vsyscall]`), as `/proc/<pid>/maps` names them.
+fn is_pseudo(module: &Module) -> bool {
+    module.path.starts_with('[')
+}
+
+/// The vDSO is the same image in every process of one kernel and ABI: a
+/// target's vDSO addresses are looked up in this process's own copy, when
+/// it is the same size as the target's.
+fn symbolize_vdso(
+    symbolizer: &Symbolizer,
+    entries: &[(usize, u64)],
+    module: &Module,
+    table: &mut SymbolTable,
+) {
+    let Some((start, end)) = procfs::own_vdso() else {
+        return;
+    };
+    if end - start != module.end.saturating_sub(module.start) {
+        return;
+    }
+    let addrs: Vec<u64> = entries.iter().map(|&(_, off)| start + off).collect();
+    let mut own = Process::new(Pid::Slf);
+    own.debug_syms = false;
+    own.perf_map = false;
+    own.map_files = false;
+    let results = symbolizer
+        .symbolize(&Source::Process(own), Input::AbsAddr(&addrs))
+        .unwrap_or_default();
+    for (k, &(i, _)) in entries.iter().enumerate() {
+        if let Some(Symbolized::Sym(sym)) = results.get(k) {
+            table[i] = vec![Frame::unknown(sym.name.to_string())];
+        }
+    }
+}
+
+/// Symbolizes every address of `addrs` (in process `pid`, mapped as
+/// `modules` say). Never fails: what does not resolve becomes a placeholder
+/// naming the address and module.
+pub fn symbolize(pid: u32, addrs: &[Address], modules: &[Module]) -> SymbolTable {
+    let mut table: SymbolTable = addrs
         .iter()
-        .map(|&addr| vec![unresolved(addr, None)])
+        .map(|a| vec![unresolved(a.value(), None)])
         .collect();
-    // Module path -> (frame index, file offset).
-    let mut by_module: HashMap<&str, Vec<(usize, u64)>> = HashMap::new();
-    for (i, &addr) in frames.iter().enumerate() {
-        let Some(module) = Module::find(modules, addr) else {
+    // Module index -> (address index, offset in the module's file).
+    let mut by_module: HashMap<usize, Vec<(usize, u64)>> = HashMap::new();
+    for (i, &addr) in addrs.iter().enumerate() {
+        let Some(m) = addr
+            .lookup()
+            .and_then(|a| modules.iter().position(|m| m.start <= a && a < m.end))
+        else {
             continue;
         };
-        match file_offset(addr, module) {
-            Some(offset) => by_module
-                .entry(module.path.as_str())
-                .or_default()
-                .push((i, offset)),
-            None => table[i] = vec![unresolved(addr, Some((&module.path, 0)))],
-        }
+        let module = &modules[m];
+        let Some(offset) = file_offset(addr, module) else {
+            table[i] = vec![unresolved(addr.value(), Some((&module.path, 0)))];
+            continue;
+        };
+        table[i] = vec![unresolved(addr.value(), Some((&module.path, offset)))];
+        by_module.entry(m).or_default().push((i, offset));
     }
     if by_module.is_empty() {
         return table;
@@ -181,10 +255,23 @@ pub fn symbolize(pid: u32, frames: &[u64], modules: &[Module]) -> SymbolTable {
         .enable_code_info(true)
         .enable_inlined_fns(true)
         .build();
-    let mut paths: Vec<&str> = by_module.keys().copied().collect();
+    // Several mappings of one file are symbolized together.
+    let mut by_path: HashMap<&str, Vec<(usize, u64)>> = HashMap::new();
+    for (m, entries) in by_module {
+        let module = &modules[m];
+        if module.path == "[vdso]" {
+            symbolize_vdso(&symbolizer, &entries, module, &mut table);
+        } else if !is_pseudo(module) {
+            by_path
+                .entry(module.path.as_str())
+                .or_default()
+                .extend(entries);
+        }
+    }
+    let mut paths: Vec<&str> = by_path.keys().copied().collect();
     paths.sort_unstable();
     for path in paths {
-        let entries = &by_module[path];
+        let entries = &by_path[path];
         let offsets: Vec<u64> = entries.iter().map(|&(_, off)| off).collect();
         let file = module_file(pid, path, exe.as_deref());
         let source = Source::Elf(Elf::new(&file));
@@ -205,15 +292,14 @@ pub fn symbolize(pid: u32, frames: &[u64], modules: &[Module]) -> SymbolTable {
         } else {
             Vec::new()
         };
-        for (k, &(i, offset)) in entries.iter().enumerate() {
+        for (k, &(i, _)) in entries.iter().enumerate() {
             let symtab_name = match symtab.get(k) {
                 Some(Symbolized::Sym(s)) => Some(&*s.name),
                 _ => None,
             };
-            table[i] = match results.get(k) {
-                Some(Symbolized::Sym(sym)) => logical_frames(sym, symtab_name),
-                _ => vec![unresolved(frames[i], Some((path, offset)))],
-            };
+            if let Some(Symbolized::Sym(sym)) = results.get(k) {
+                table[i] = logical_frames(sym, symtab_name);
+            }
         }
     }
     table
@@ -231,9 +317,12 @@ mod tests {
             end: 0x9000,
             file_offset: 0x1000,
         };
-        assert_eq!(file_offset(0x5010, &m), Some(0x100f));
-        assert_eq!(file_offset(0x5000, &m), None);
-        assert_eq!(file_offset(0, &m), None);
+        assert_eq!(file_offset(Address::Return(0x5010), &m), Some(0x100f));
+        assert_eq!(file_offset(Address::Return(0x5000), &m), None);
+        assert_eq!(file_offset(Address::Return(0), &m), None);
+        // The interrupted instruction of a thread is looked up as is.
+        assert_eq!(file_offset(Address::Interrupted(0x5010), &m), Some(0x1010));
+        assert_eq!(file_offset(Address::Interrupted(0x5000), &m), Some(0x1000));
     }
 
     #[test]
@@ -327,7 +416,11 @@ mod tests {
     #[test]
     fn own_function_symbolizes_with_its_source_file() {
         let addr = marker();
-        let table = symbolize(std::process::id(), &[addr, 1], &own_modules());
+        let table = symbolize(
+            std::process::id(),
+            &[Address::Return(addr), Address::Return(1)],
+            &own_modules(),
+        );
         let outer = &table[0][0];
         assert!(outer.function.contains("marker"), "{table:?}");
         assert!(
@@ -339,5 +432,62 @@ mod tests {
             "{table:?}"
         );
         assert_eq!(table[1][0].function, "0x1");
+    }
+
+    #[test]
+    fn interrupted_addresses_are_looked_up_as_is() {
+        // The first byte of `marker`: as the interrupted instruction it is
+        // in `marker`; as a return address, the call is before it.
+        let start = marker as *const () as u64;
+        let table = symbolize(
+            std::process::id(),
+            &[Address::Interrupted(start), Address::Return(start)],
+            &own_modules(),
+        );
+        assert!(table[0][0].function.contains("marker"), "{table:?}");
+        assert!(
+            !table[1].iter().any(|f| f.function.contains("marker")),
+            "{table:?}"
+        );
+    }
+
+    #[test]
+    fn vdso_addresses_resolve_through_our_own_vdso() {
+        let Some((start, end)) = procfs::own_vdso() else {
+            return;
+        };
+        // The target's vDSO somewhere else, same size.
+        let base = 0x7f00_0000_0000;
+        let module = Module {
+            path: "[vdso]".into(),
+            start: base,
+            end: base + (end - start),
+            file_offset: 0,
+        };
+        let addrs: Vec<Address> = (0..end - start)
+            .step_by(16)
+            .map(|off| Address::Interrupted(base + off))
+            .collect();
+        let table = symbolize(std::process::id(), &addrs, std::slice::from_ref(&module));
+        assert!(
+            table.iter().any(|f| !f[0].function.starts_with("0x")),
+            "nothing in the vdso resolved: {:?}",
+            &table[..4]
+        );
+        // Unresolved ones name the module, not a file.
+        assert!(
+            table
+                .iter()
+                .filter(|f| f[0].function.starts_with("0x"))
+                .all(|f| f[0].function.contains("([vdso]+0x")),
+            "{table:?}"
+        );
+        // A vDSO of another size is not ours: placeholders only.
+        let other = Module {
+            end: module.end + 4096,
+            ..module
+        };
+        let table = symbolize(std::process::id(), &addrs[..8], &[other]);
+        assert!(table.iter().all(|f| f[0].function.contains("([vdso]+0x")));
     }
 }

@@ -120,17 +120,16 @@ pub fn run(opts: &Options) -> Result<Output> {
     if let TasksMode::WholeRuntime { runtime } = &mode {
         check_runtime(&conn, runtime.as_deref().unwrap_or("main"))?;
     }
-    #[allow(unreachable_patterns)]
     let dump = match conn.request(RequestKind::Tasks(mode))? {
         Answer::Tasks(dump) => dump,
-        _ => {
-            return Err(CliError::error(format!(
-                "pid {pid} answered another question: this is a bug in its agent"
-            )));
-        }
+        other => return Err(connect::wrong_answer(pid, "tasks", &other)),
     };
     let exchanged = Instant::now();
-    let symbols = symbolize::symbolize(pid, &dump.frames, &dump.modules);
+    let symbols = symbolize::symbolize(
+        pid,
+        &symbolize::Address::returns(&dump.frames),
+        &dump.modules,
+    );
     let symbolized = Instant::now();
     let groups = tree::group_tasks(&dump, &symbols);
     let grouped = Instant::now();

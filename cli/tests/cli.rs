@@ -111,6 +111,13 @@ fn help_lists_the_commands() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("ps"), "{help}");
     assert!(help.contains("tasks"), "{help}");
+    assert!(help.contains("threads"), "{help}");
+    let (out, _) = delouse(&["threads", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--json", "--timeout", "--name", "--group"] {
+        assert!(help.contains(flag), "{flag}: {help}");
+    }
     let (out, _) = delouse(&["tasks", "--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
@@ -133,6 +140,10 @@ fn usage_errors_exit_2() {
         &["tasks", "not-a-pid"],
         &["tasks", "1", "--timeout", "soon"],
         &["tasks", "1", "--yes"],
+        &["threads"],
+        &["threads", "not-a-pid"],
+        &["threads", "1", "--name"],
+        &["threads", "1", "--whole-runtime"],
     ] {
         let (out, _) = delouse(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
@@ -374,6 +385,47 @@ mod fake {
         });
     }
 
+    /// Threads of every kind; no module maps the addresses, so they must
+    /// render as bare addresses.
+    pub fn thread_dump(pid: &str) -> ThreadDump {
+        let thread = |tid: u32, name: &str, stack: ThreadStack| Thread {
+            tid,
+            name: name.into(),
+            state: 'S',
+            user_ms: 1200,
+            system_ms: 300,
+            syscall: Some(202),
+            is_agent: false,
+            stack,
+        };
+        let pid: u32 = pid.parse().unwrap();
+        let mut agent = thread(
+            pid + 1,
+            "delouse-agent",
+            ThreadStack::NotSampled("its own thread".into()),
+        );
+        agent.is_agent = true;
+        ThreadDump {
+            threads: vec![
+                thread(
+                    pid,
+                    "sleep",
+                    ThreadStack::Frames {
+                        addresses: vec![0x1234, 0x5678],
+                        truncated: true,
+                    },
+                ),
+                agent,
+                thread(pid + 2, "tokio-rt-worker", ThreadStack::SignalsBlocked),
+                thread(pid + 3, "tokio-rt-worker", ThreadStack::NoAnswer),
+            ],
+            modules: vec![],
+            signal: 34,
+            max_handler_ns: 2500,
+            elapsed_us: 1500,
+        }
+    }
+
     pub fn dump() -> TaskDump {
         TaskDump {
             mode: TasksMode::Traced,
@@ -417,7 +469,10 @@ mod fake {
     }
 }
 
-fn run_fake(
+/// Runs `delouse <command> <pid> --timeout 5s <args>` against a fake agent
+/// that shakes hands with `reply` and answers the request with `response`.
+fn run_fake_command(
+    command: &str,
     reply: impl FnOnce(&str) -> delouse_proto::HelloReply,
     response: delouse_proto::Response,
     args: &[&str],
@@ -426,9 +481,17 @@ fn run_fake(
     let sleeper = Sleeper::start(Some(dir.path()));
     let pid = sleeper.pid();
     fake::serve(dir.path(), &pid, reply(&pid), response);
-    let mut full = vec!["tasks", pid.as_str(), "--timeout", "5s"];
+    let mut full = vec![command, pid.as_str(), "--timeout", "5s"];
     full.extend_from_slice(args);
     delouse(&full).0
+}
+
+fn run_fake(
+    reply: impl FnOnce(&str) -> delouse_proto::HelloReply,
+    response: delouse_proto::Response,
+    args: &[&str],
+) -> Output {
+    run_fake_command("tasks", reply, response, args)
 }
 
 fn welcome_now(pid: &str) -> delouse_proto::HelloReply {
@@ -541,4 +604,130 @@ fn a_forbidden_whole_runtime_dump_is_refused_from_the_welcome() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(one_line(&out).contains("forbidden"), "{}", stderr(&out));
+}
+
+#[test]
+fn threads_unsupported_by_the_agent_exits_6() {
+    use delouse_proto::{AgentError, ErrorKind};
+    let err = Err(AgentError::new(
+        ErrorKind::Unsupported,
+        "thread backtraces are not available in this agent",
+    ));
+    let out = run_fake_command("threads", welcome_now, err, &[]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let line = one_line(&out);
+    assert!(
+        line.contains("thread backtraces are not available in this agent"),
+        "{line}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn threads_maps_agent_errors_like_tasks() {
+    use delouse_proto::{AgentError, ErrorKind};
+    for (kind, code) in [
+        (ErrorKind::Timeout, 5),
+        (ErrorKind::PermissionDenied, 4),
+        (ErrorKind::InProgress, 1),
+    ] {
+        let err = Err(AgentError::new(kind, "no"));
+        let out = run_fake_command("threads", welcome_now, err, &["--json"]);
+        assert_eq!(out.status.code(), Some(code), "{kind:?}: {}", stderr(&out));
+        one_line(&out);
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn an_answer_to_another_request_is_a_bug_in_the_agent() {
+    let tasks_answer = Ok(delouse_proto::Answer::Tasks(fake::dump()));
+    let out = run_fake_command("threads", welcome_now, tasks_answer, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = one_line(&out);
+    assert!(
+        line.contains("answered another question") && line.contains("bug in its agent"),
+        "{line}"
+    );
+
+    let threads_answer = Ok(delouse_proto::Answer::Threads(fake::thread_dump("1")));
+    let out = run_fake_command("tasks", welcome_now, threads_answer, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        one_line(&out).contains("answered another question"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A fake agent whose answer is made from the sleeper's pid.
+fn run_fake_threads(args: &[&str]) -> (Output, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = Sleeper::start(Some(dir.path()));
+    let pid = sleeper.pid();
+    let answer = Ok(delouse_proto::Answer::Threads(fake::thread_dump(&pid)));
+    fake::serve(dir.path(), &pid, welcome_now(&pid), answer);
+    let mut full = vec!["threads", pid.as_str(), "--timeout", "5s"];
+    full.extend_from_slice(args);
+    (delouse(&full).0, pid)
+}
+
+#[test]
+fn fake_agent_threads_render_without_panicking() {
+    let (out, pid) = run_fake_threads(&["--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["pid"].to_string(), pid);
+    assert_eq!(json["agent_elapsed_ms"], 1.5);
+    assert_eq!(json["max_handler_us"], 2.5);
+    assert_eq!(json["signal"], 34);
+    assert!(json["timings"]["exchange_ms"].is_f64());
+    assert!(json["timings"]["symbolize_ms"].is_f64());
+    let threads = json["threads"].as_array().unwrap();
+    assert_eq!(threads.len(), 4);
+    let main = &threads[0];
+    assert_eq!(main["role"], "main");
+    assert_eq!(main["stack"], "frames");
+    assert_eq!(main["truncated"], true);
+    assert_eq!(main["frames"][0]["function"], "0x1234");
+    assert_eq!(main["frames"][0]["address"], "0x1234");
+    assert_eq!(main["frames"][1]["function"], "0x5678");
+    assert_eq!(main["frames"][1]["app"], false);
+    assert!(main["frames"][1]["file"].is_null());
+    let roles: Vec<&str> = threads
+        .iter()
+        .map(|t| t["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["main", "delouse agent", "tokio", "tokio"]);
+    let stacks: Vec<&str> = threads
+        .iter()
+        .map(|t| t["stack"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stacks,
+        ["frames", "not sampled", "signals blocked", "no answer"]
+    );
+
+    let (out, _) = run_fake_threads(&["--name", "tokio", "--group"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("4 threads"), "{text}");
+    assert!(
+        text.contains("showing 2 of 4: name contains \"tokio\""),
+        "{text}"
+    );
+    assert!(text.contains("signals blocked: not interrupted"), "{text}");
+    assert!(text.contains("no answer before the deadline"), "{text}");
+    assert!(!text.contains("delouse-agent"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour without a terminal:\n{text}"
+    );
+
+    let (out, _) = run_fake_threads(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("#0  0x1234"), "{text}");
+    assert!(text.contains("… (stack walk stopped here)"), "{text}");
+    assert!(text.contains("not sampled: its own thread"), "{text}");
 }

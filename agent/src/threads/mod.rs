@@ -71,7 +71,7 @@ pub(crate) async fn dump(shared: &Shared, deadline: Instant) -> Response {
         .filter(|t| !t.blocks && t.tid != me)
         .map(|t| t.tid)
         .collect();
-    let Some(capture) = signal::Capture::arm(&targets, &readable_maps()) else {
+    let Some(capture) = signal::Capture::arm(&targets, &stack_maps()) else {
         return Err(AgentError::new(
             ErrorKind::Internal,
             "cannot map memory for the stack copies",
@@ -183,9 +183,12 @@ fn blocks_signal(status: &str, sig: i32) -> bool {
         .is_some_and(|mask| sig > 0 && mask & (1 << (sig - 1)) != 0)
 }
 
-/// Readable mappings of this process, sorted, adjacent ones merged: the
-/// handler copies from the stack pointer to the end of its run.
-fn readable_maps() -> Vec<[u64; 2]> {
+/// Mappings a thread stack can live in, sorted, adjacent ones merged: the
+/// handler copies from the stack pointer to the end of its run. Only
+/// private read-write mappings, anonymous, `[stack]` or `[heap]` (where
+/// green threads keep stacks): never a file, nor
+/// the kernel's `[vvar]` pages, which some configurations fault on.
+fn stack_maps() -> Vec<[u64; 2]> {
     let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
         return Vec::new();
     };
@@ -195,7 +198,8 @@ fn readable_maps() -> Vec<[u64; 2]> {
         let (Some(range), Some(perms)) = (f.next(), f.next()) else {
             continue;
         };
-        if !perms.starts_with('r') {
+        let name = f.nth(3).unwrap_or("");
+        if !perms.starts_with("rw") || !matches!(name, "" | "[stack]" | "[heap]") {
             continue;
         }
         let Some((a, b)) = range.split_once('-') else {
@@ -226,7 +230,7 @@ mod tests {
 
     #[test]
     fn maps_are_sorted_and_merged() {
-        let maps = readable_maps();
+        let maps = stack_maps();
         assert!(!maps.is_empty());
         assert!(maps.windows(2).all(|w| w[0][1] < w[1][0]));
     }

@@ -105,7 +105,9 @@ fn module_bases(maps: &str) -> BTreeMap<&str, u64> {
             continue;
         };
         let Some(name) = f.next() else { continue };
-        if !(name.starts_with('/') || name == "[vdso]") || !offset.trim_start_matches('0').is_empty() {
+        if !(name.starts_with('/') || name == "[vdso]")
+            || !offset.trim_start_matches('0').is_empty()
+        {
             continue;
         }
         let Some(start) = range

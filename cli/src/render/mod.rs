@@ -4,10 +4,15 @@
 
 pub mod ps;
 pub mod tasks;
+pub mod threads;
 
 use std::io::IsTerminal;
+use std::path::Path;
 
 use anstyle::Style;
+
+use crate::paths;
+use crate::tree::Frame;
 
 /// Whether and how to colour text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,4 +61,43 @@ impl Paint {
             s,
         )
     }
+}
+
+/// `file:line:column` of a frame, the file shortened.
+pub fn frame_location(f: &Frame, cwd: Option<&Path>) -> Option<String> {
+    let file = paths::shorten(f.file.as_deref()?, cwd);
+    Some(match (f.line, f.column) {
+        (Some(l), Some(c)) if c > 0 => format!("{file}:{l}:{c}"),
+        (Some(l), _) => format!("{file}:{l}"),
+        _ => file,
+    })
+}
+
+/// Whether a frame is the application's own code (by its source file).
+pub fn is_app(f: &Frame) -> bool {
+    f.file.as_deref().is_some_and(paths::is_app)
+}
+
+/// One frame: the function, where it is, whether it was inlined; the
+/// application's frames bold, library frames dimmed.
+pub fn frame_text(f: &Frame, paint: Paint, cwd: Option<&Path>) -> String {
+    frame_text_as(f, is_app(f), paint, cwd)
+}
+
+/// [`frame_text`] for a frame known to be the application's or not.
+pub fn frame_text_as(f: &Frame, app: bool, paint: Paint, cwd: Option<&Path>) -> String {
+    let mut s = String::new();
+    s.push_str(&if app {
+        paint.bold(&f.function)
+    } else {
+        paint.dim(&f.function)
+    });
+    if let Some(loc) = frame_location(f, cwd) {
+        let at = format!(" at {loc}");
+        s.push_str(&if app { at } else { paint.dim(&at) });
+    }
+    if f.inlined {
+        s.push_str(&paint.dim(" [inlined]"));
+    }
+    s
 }

@@ -6,10 +6,10 @@ use std::path::Path;
 use delouse_proto::{Coverage, Location, TasksMode};
 use serde::Serialize;
 
-use super::Paint;
+use super::{Paint, frame_text, is_app};
 use crate::format::{human_ms, precise_ms};
 use crate::paths;
-use crate::tree::{Frame, Group, Node, State};
+use crate::tree::{Group, Node, State};
 
 /// Task ids shown in a group's header before "… +N".
 const IDS_SHOWN: usize = 5;
@@ -218,37 +218,6 @@ fn children_text(
         let next = format!("{prefix}{}", if last { "  " } else { "│ " });
         children_text(out, &child.children, &next, paint, cwd);
     }
-}
-
-fn frame_location(f: &Frame, cwd: Option<&Path>) -> Option<String> {
-    let file = paths::shorten(f.file.as_deref()?, cwd);
-    Some(match (f.line, f.column) {
-        (Some(l), Some(c)) if c > 0 => format!("{file}:{l}:{c}"),
-        (Some(l), _) => format!("{file}:{l}"),
-        _ => file,
-    })
-}
-
-fn is_app(f: &Frame) -> bool {
-    f.file.as_deref().is_some_and(paths::is_app)
-}
-
-fn frame_text(f: &Frame, paint: Paint, cwd: Option<&Path>) -> String {
-    let mut s = String::new();
-    let app = is_app(f);
-    s.push_str(&if app {
-        paint.bold(&f.function)
-    } else {
-        paint.dim(&f.function)
-    });
-    if let Some(loc) = frame_location(f, cwd) {
-        let at = format!(" at {loc}");
-        s.push_str(&if app { at } else { paint.dim(&at) });
-    }
-    if f.inlined {
-        s.push_str(&paint.dim(" [inlined]"));
-    }
-    s
 }
 
 #[derive(Serialize)]
