@@ -51,6 +51,7 @@ mod whole;
 )))]
 use capture as whole;
 mod collect;
+mod crash;
 mod procfs;
 mod registry;
 mod server;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use delouse_proto::frame::{self, FrameError};
 use delouse_proto::{
-    AgentError, Capabilities, ErrorKind, Hello, HelloReply, MAGIC, MAX_REQUEST_FRAME,
+    AgentError, Answer, Capabilities, ErrorKind, Hello, HelloReply, MAGIC, MAX_REQUEST_FRAME,
     PROTOCOL_VERSION, Request, RequestKind, Response, TasksMode, TraceSupport, Welcome,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,7 +19,7 @@ use tokio::time::timeout;
 use crate::builder::Shared;
 use crate::registry::registry;
 use crate::socket::{self, Bound};
-use crate::{capture, sys, tasks, threads};
+use crate::{capture, crash, sys, tasks, threads};
 
 /// Clients served at once; more get an immediate "busy".
 const MAX_CONNECTIONS: usize = 8;
@@ -147,8 +147,12 @@ async fn session(
     }
     send(stream, &HelloReply::Welcome(welcome(shared))).await?;
 
+    let mut crash = false;
     let response: Response = match receive::<Request>(stream, REQUEST_TIMEOUT).await {
-        Ok(request) => handle(shared, request).await,
+        Ok(request) => {
+            crash = matches!(request.kind, RequestKind::Crash { .. });
+            handle(shared, request).await
+        }
         Err(FrameError::Decode(_)) => Err(AgentError::new(
             ErrorKind::BadRequest,
             format!(
@@ -159,6 +163,11 @@ async fn session(
         Err(e) => return Err(e),
     };
     let sent = send(stream, &response).await;
+    if crash && response.is_ok() {
+        // Asked for, confirmed by PID, and announced: the last thing the
+        // agent does.
+        crash::abort_for_core_dump();
+    }
     // A dump of many tasks allocated on every worker's malloc arena and
     // freed here; hand those pages back rather than keep them resident.
     drop(response);
@@ -213,6 +222,9 @@ async fn handle(shared: &Shared, request: Request) -> Response {
             tasks::whole_runtime(shared, runtime, deadline).await
         }
         RequestKind::Threads => threads::dump(shared, deadline).await,
+        RequestKind::Build => Ok(Answer::Build(crash::build(shared))),
+        RequestKind::CrashPreflight => Ok(Answer::Crash(crash::preflight())),
+        RequestKind::Crash { pid } => crash::confirm(shared, pid),
     }
 }
 

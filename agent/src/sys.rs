@@ -62,3 +62,55 @@ pub(crate) fn trim_heap() {
         libc::malloc_trim(0);
     }
 }
+
+fn rlimit_bytes(v: libc::rlim_t) -> Option<u64> {
+    (v != libc::RLIM_INFINITY).then_some(v)
+}
+
+/// Soft and hard core size limits (`None`: unlimited).
+pub(crate) fn core_limits() -> (Option<u64>, Option<u64>) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit to be filled in.
+    if unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut lim) } != 0 {
+        return (Some(0), Some(0));
+    }
+    (rlimit_bytes(lim.rlim_cur), rlimit_bytes(lim.rlim_max))
+}
+
+/// Raises the soft core size limit to the hard one.
+pub(crate) fn raise_core_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid pointers to a local rlimit; raising the soft limit up
+    // to the hard one needs no privilege.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_CORE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_CORE, &lim);
+        }
+    }
+}
+
+/// `prctl(PR_GET_DUMPABLE)`: whether the kernel may write a core.
+pub(crate) fn dumpable() -> i32 {
+    // SAFETY: PR_GET_DUMPABLE takes no pointer arguments.
+    unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }
+}
+
+/// Free bytes, for an unprivileged writer, on the file system of `dir`.
+pub(crate) fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a zeroed statvfs is valid to be filled in.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and `st` is valid.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}

@@ -360,6 +360,8 @@ pub fn wrong_answer(pid: u32, asked: &str, answer: &Answer) -> CliError {
     let got = match answer {
         Answer::Tasks(_) => "tasks",
         Answer::Threads(_) => "threads",
+        Answer::Build(_) => "build facts",
+        Answer::Crash(_) => "a crash report",
     };
     CliError::error(format!(
         "pid {pid} answered another question (asked for {asked}, got {got}): this is a bug in its agent"

@@ -145,6 +145,16 @@ pub enum RequestKind {
     Tasks(TasksMode),
     /// A backtrace of every OS thread of the process.
     Threads,
+    /// What the agent knows of the build: its version, tokio's features.
+    Build,
+    /// Whether a core dump could be written now; changes nothing.
+    CrashPreflight,
+    /// Abort the process so that it leaves a core dump. Carries the PID the
+    /// client means, as confirmation: the agent refuses any other.
+    Crash {
+        /// The target's PID, as the agent sees it (`Welcome::pid`).
+        pid: u32,
+    },
 }
 
 /// Which tasks a [`RequestKind::Tasks`] asks for.
@@ -172,6 +182,11 @@ pub enum Answer {
     Tasks(TaskDump),
     /// Answer to [`RequestKind::Threads`].
     Threads(ThreadDump),
+    /// Answer to [`RequestKind::Build`].
+    Build(BuildInfo),
+    /// Answer to [`RequestKind::CrashPreflight`], and the last words before
+    /// [`RequestKind::Crash`] aborts the process.
+    Crash(CrashReport),
 }
 
 /// Why the agent did not answer a request.
@@ -395,4 +410,47 @@ pub enum ThreadStack {
     NoAnswer,
     /// The agent did not signal it; the text says why (its own thread).
     NotSampled(String),
+}
+
+/// What only the agent knows of the build it is part of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildInfo {
+    /// The agent crate's version.
+    pub agent_version: String,
+    /// Whether the application was built with `--cfg tokio_unstable`.
+    pub tokio_unstable: bool,
+    /// Whether tokio's `taskdump` support is compiled in (the agent turns it
+    /// on where tokio supports it).
+    pub taskdump: bool,
+    /// Whether task traces work, and why not.
+    pub traces: TraceSupport,
+    /// Whether the agent was built with debug assertions (a debug build).
+    pub debug_assertions: bool,
+    /// The target the agent was compiled for, e.g. `x86_64-linux`.
+    pub target: String,
+    /// The runtimes the application registered.
+    pub runtimes: Vec<RuntimeInfo>,
+}
+
+/// Whether and where a core dump of the process would go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrashReport {
+    /// Soft core size limit in bytes (`None`: unlimited).
+    pub core_soft_limit: Option<u64>,
+    /// Hard core size limit in bytes (`None`: unlimited). The agent raises
+    /// the soft limit to this before aborting.
+    pub core_hard_limit: Option<u64>,
+    /// `/proc/sys/kernel/core_pattern`, as the target reads it.
+    pub core_pattern: String,
+    /// `prctl(PR_GET_DUMPABLE)`: 0 means the kernel writes no core.
+    pub dumpable: i32,
+    /// Whether the process is PID 1 of its PID namespace (a container's init
+    /// cannot be killed by its own SIGABRT's default action).
+    pub pid_namespace_init: bool,
+    /// The process's working directory (a relative core pattern lands there).
+    pub cwd: String,
+    /// Free bytes where a file pattern points, when it is a file pattern.
+    pub free_bytes: Option<u64>,
+    /// The process's resident memory in bytes: about the size of its core.
+    pub rss_bytes: u64,
 }
