@@ -63,8 +63,9 @@ pub(crate) fn trim_heap() {
     }
 }
 
+#[allow(clippy::unnecessary_cast, reason = "rlim_t is narrower on some targets")]
 fn rlimit_bytes(v: libc::rlim_t) -> Option<u64> {
-    (v != libc::RLIM_INFINITY).then_some(v)
+    (v != libc::RLIM_INFINITY).then_some(v as u64)
 }
 
 /// Soft and hard core size limits (`None`: unlimited).
