@@ -52,6 +52,7 @@ mod whole;
 use capture as whole;
 mod collect;
 mod crash;
+mod exclusive;
 mod procfs;
 mod registry;
 mod server;

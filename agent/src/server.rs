@@ -23,6 +23,8 @@ use crate::{capture, crash, sys, tasks, threads};
 
 /// Clients served at once; more get an immediate "busy".
 const MAX_CONNECTIONS: usize = 8;
+/// Clients over the cap answered "busy" at once; more are closed unanswered.
+const MAX_REFUSALS: usize = 32;
 /// Time a client has to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time a client has to send its request after the welcome.
@@ -63,6 +65,7 @@ async fn serve(shared: Arc<Shared>, mut bound: Bound) {
         return;
     };
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let mut check = tokio::time::interval(SOCKET_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -76,8 +79,18 @@ async fn serve(shared: Arc<Shared>, mut bound: Bound) {
         .await;
         match event {
             Some(Ok((stream, _))) => {
-                let permit = permits.clone().try_acquire_owned().ok();
-                tokio::spawn(connection(shared.clone(), stream, permit));
+                // Over the cap a client still gets a "busy" answer, from a
+                // second, bounded pool; past that it is simply closed.
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tokio::spawn(connection(shared.clone(), stream, permit, true));
+                    }
+                    Err(_) => {
+                        if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                            tokio::spawn(connection(shared.clone(), stream, permit, false));
+                        }
+                    }
+                }
             }
             // Out of file descriptors and the like: back off, keep going.
             Some(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -100,11 +113,12 @@ fn listen(bound: &Bound) -> std::io::Result<tokio::net::UnixListener> {
 async fn connection(
     shared: Arc<Shared>,
     mut stream: UnixStream,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: OwnedSemaphorePermit,
+    admitted: bool,
 ) {
     // A panic in here ends only this task (tokio catches it); the agent and
     // the application go on.
-    let _ = session(&shared, &mut stream, permit.is_some()).await;
+    let _ = session(&shared, &mut stream, admitted).await;
     drop(permit);
 }
 
@@ -113,6 +127,9 @@ async fn session(
     stream: &mut UnixStream,
     admitted: bool,
 ) -> Result<(), FrameError> {
+    // Read the hello before any refusal: a client still writing it would
+    // otherwise see its write fail and never read the answer.
+    let hello: Hello = receive(stream, HELLO_TIMEOUT).await?;
     if let Some(refusal) = refuse_peer(shared, stream) {
         return send(stream, &HelloReply::Rejected(refusal)).await;
     }
@@ -126,9 +143,14 @@ async fn session(
         );
         return send(stream, &HelloReply::Rejected(busy)).await;
     }
-
-    let hello: Hello = receive(stream, HELLO_TIMEOUT).await?;
-    if hello.magic != MAGIC || hello.protocol_version != PROTOCOL_VERSION {
+    if hello.magic != MAGIC {
+        let stranger = AgentError::new(
+            ErrorKind::BadRequest,
+            "not a delouse client: its hello lacks delouse's magic bytes",
+        );
+        return send(stream, &HelloReply::Rejected(stranger)).await;
+    }
+    if hello.protocol_version != PROTOCOL_VERSION {
         let which = if hello.protocol_version > PROTOCOL_VERSION {
             "upgrade the delouse crate in the application"
         } else {

@@ -42,11 +42,16 @@ pub(crate) fn bind(explicit: Option<&Path>) -> Result<Bound, String> {
     ))
 }
 
-/// Binds at `path` again if the file there is gone or is not ours.
+/// Binds at `path` again if the file there is gone or is not ours, making
+/// its directory again when a cleaner removed that too.
 pub(crate) fn rebind_if_replaced(bound: &Bound) -> Option<Bound> {
     match fs::symlink_metadata(&bound.path) {
         Ok(m) if m.ino() == bound.ino => None,
-        _ => bind_at(&bound.path).ok(),
+        _ => {
+            let dir = bound.path.parent()?;
+            prepare_dir(dir, sys::euid()).ok()?;
+            bind_at(&bound.path).ok()
+        }
     }
 }
 

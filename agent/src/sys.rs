@@ -63,7 +63,10 @@ pub(crate) fn trim_heap() {
     }
 }
 
-#[allow(clippy::unnecessary_cast, reason = "rlim_t is narrower on some targets")]
+#[allow(
+    clippy::unnecessary_cast,
+    reason = "rlim_t is narrower on some targets"
+)]
 fn rlimit_bytes(v: libc::rlim_t) -> Option<u64> {
     (v != libc::RLIM_INFINITY).then_some(v as u64)
 }

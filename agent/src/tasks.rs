@@ -14,28 +14,27 @@ use delouse_proto::{
 
 use crate::builder::Shared;
 use crate::collect::{Collect, Outcome};
+use crate::exclusive::Exclusive;
 use crate::registry::{Slot, registry};
 use crate::{procfs, sys, whole};
 
-/// One trace at a time: a second client gets "trace in progress".
-static TRACING: AtomicBool = AtomicBool::new(false);
+/// One task dump at a time, traced or whole-runtime: a traced dump wakes
+/// every task and refills the run queues, which is what a whole-runtime
+/// dump must not meet.
+static DUMPING: AtomicBool = AtomicBool::new(false);
 
-struct Busy;
-
-impl Busy {
-    fn acquire() -> Option<Busy> {
-        TRACING
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-            .then_some(Busy)
-    }
+fn in_progress(shared: &Shared) -> AgentError {
+    AgentError::new(
+        ErrorKind::InProgress,
+        format!(
+            "trace in progress: another client is dumping the tasks of pid {}; try again when it is done",
+            shared.pid
+        ),
+    )
 }
 
-impl Drop for Busy {
-    fn drop(&mut self) {
-        TRACING.store(false, Ordering::Release);
-    }
-}
+/// A traced dump ends early when no task answered for this long.
+const STALL: Duration = Duration::from_secs(1);
 
 /// Time kept back from the client's deadline to build and send the answer.
 fn collect_deadline(start: Instant, deadline: Instant) -> Instant {
@@ -49,14 +48,8 @@ pub(crate) async fn traced(shared: &Shared, deadline: Instant) -> Response {
     if let TraceSupport::Unavailable(why) = shared.trace_support() {
         return Err(AgentError::new(ErrorKind::Unsupported, why));
     }
-    let Some(_busy) = Busy::acquire() else {
-        return Err(AgentError::new(
-            ErrorKind::InProgress,
-            format!(
-                "trace in progress: another client is tracing pid {}; try again when it is done",
-                shared.pid
-            ),
-        ));
+    let Some(_exclusive) = Exclusive::take(&DUMPING) else {
+        return Err(in_progress(shared));
     };
     let start = Instant::now();
     let until = collect_deadline(start, deadline);
@@ -74,15 +67,23 @@ pub(crate) async fn traced(shared: &Shared, deadline: Instant) -> Response {
         slot.waker.wake();
     }
 
-    while collect.remaining.load(Ordering::Acquire) > 0 {
+    // Wait for every answer, or the deadline, or a stall: tasks behind a
+    // blocked worker never answer, and the person should not wait out the
+    // whole timeout to learn so.
+    let mut left = collect.remaining.load(Ordering::Acquire);
+    let mut progress = Instant::now();
+    while left > 0 {
         let notified = collect.done.notified();
-        if collect.remaining.load(Ordering::Acquire) == 0 {
-            break;
-        }
-        if tokio::time::timeout_at(until.into(), notified)
+        let wake = until.min(progress + STALL);
+        let timed_out = tokio::time::timeout_at(wake.into(), notified)
             .await
-            .is_err()
-        {
+            .is_err();
+        let now_left = collect.remaining.load(Ordering::Acquire);
+        if now_left < left {
+            progress = Instant::now();
+        }
+        left = now_left;
+        if timed_out && (Instant::now() >= until || progress.elapsed() >= STALL) {
             break;
         }
     }
@@ -238,6 +239,9 @@ pub(crate) async fn whole_runtime(
                 known.join(", ")
             ),
         ));
+    };
+    let Some(_exclusive) = Exclusive::take(&DUMPING) else {
+        return Err(in_progress(shared));
     };
     let start = Instant::now();
     let mut dump = whole::dump(&name, handle, latched, deadline).await?;

@@ -11,7 +11,6 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -30,16 +29,6 @@ const WATCH: Duration = Duration::from_millis(350);
 /// taken as lost in tokio's dump barrier.
 const STUCK: Duration = Duration::from_millis(150);
 
-static DUMPING: AtomicBool = AtomicBool::new(false);
-
-struct Busy;
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        DUMPING.store(false, Ordering::Release);
-    }
-}
-
 fn err(kind: ErrorKind, message: String) -> AgentError {
     AgentError::new(kind, message)
 }
@@ -57,19 +46,9 @@ pub(crate) async fn dump(
             format!("no more whole-runtime dumps of runtime '{name}' in this process: {why}"),
         ));
     }
-    if DUMPING
-        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
-        return Err(err(
-            ErrorKind::InProgress,
-            "dump in progress: another client is running a whole-runtime dump; try again".into(),
-        ));
-    }
-    let _busy = Busy;
-    let dump = match handle.runtime_flavor() {
+    let (dump, warning) = match handle.runtime_flavor() {
         RuntimeFlavor::MultiThread => multi_thread(name, &handle, &latched, deadline).await?,
-        RuntimeFlavor::CurrentThread => current_thread(name, &handle, deadline).await?,
+        RuntimeFlavor::CurrentThread => (current_thread(name, &handle, deadline).await?, None),
         _ => {
             return Err(err(
                 ErrorKind::Unsupported,
@@ -77,7 +56,9 @@ pub(crate) async fn dump(
             ));
         }
     };
-    Ok(to_task_dump(name, &handle, dump))
+    let mut dump = to_task_dump(name, &handle, dump);
+    dump.coverage.notes.extend(warning);
+    Ok(dump)
 }
 
 async fn multi_thread(
@@ -85,7 +66,7 @@ async fn multi_thread(
     handle: &Handle,
     latched: &Arc<Mutex<Option<String>>>,
     deadline: Instant,
-) -> Result<tokio::runtime::Dump, AgentError> {
+) -> Result<(tokio::runtime::Dump, Option<String>), AgentError> {
     let metrics = handle.metrics();
     preflight(name, &metrics, deadline).await?;
 
@@ -124,10 +105,14 @@ async fn multi_thread(
             ),
         ));
     };
-    if let Some(damage) = damage {
-        *latched.lock().unwrap_or_else(|e| e.into_inner()) = Some(damage);
-    }
-    Ok(dump)
+    let warning = damage.map(|damage| {
+        *latched.lock().unwrap_or_else(|e| e.into_inner()) = Some(damage.clone());
+        format!(
+            "warning: {damage}: runtime '{name}' may now be hung; check it (delouse threads, \
+             delouse tasks) and restart the process if it is; no more whole-runtime dumps of it"
+        )
+    });
+    Ok((dump, warning))
 }
 
 /// Polls `fut` without pause until it is ready or `deadline` passes.

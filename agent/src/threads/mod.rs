@@ -11,26 +11,19 @@
 mod signal;
 mod unwind;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use delouse_proto::{AgentError, Answer, ErrorKind, Response, Thread, ThreadDump, ThreadStack};
 
 use crate::builder::Shared;
+use crate::exclusive::Exclusive;
 use crate::procfs;
 
 /// Longest wait for threads to answer the signal.
 const MAX_WAIT: Duration = Duration::from_secs(1);
 
-static BUSY: AtomicBool = AtomicBool::new(false);
-
-struct Busy;
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        BUSY.store(false, Ordering::Release);
-    }
-}
+static SAMPLING: AtomicBool = AtomicBool::new(false);
 
 /// What `/proc` says of one thread.
 struct Info {
@@ -44,10 +37,7 @@ struct Info {
 }
 
 pub(crate) async fn dump(shared: &Shared, deadline: Instant) -> Response {
-    if BUSY
-        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
+    let Some(_exclusive) = Exclusive::take(&SAMPLING) else {
         return Err(AgentError::new(
             ErrorKind::InProgress,
             format!(
@@ -55,8 +45,7 @@ pub(crate) async fn dump(shared: &Shared, deadline: Instant) -> Response {
                 shared.pid
             ),
         ));
-    }
-    let _busy = Busy;
+    };
     let start = Instant::now();
     let Some(sig) = signal::signal() else {
         return Err(AgentError::new(
