@@ -5,12 +5,13 @@
 //! all (a `socat` listener, garbage, a huge declared frame) ends in a clear
 //! error instead of a hang.
 
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use delouse_proto::frame::{self, FrameError};
@@ -23,6 +24,7 @@ use delouse_proto::{
 use crate::error::{CliError, Result, io_text, is_timeout};
 use crate::format::human_duration;
 use crate::procfs;
+use crate::trust::{self, Refusal};
 
 /// This CLI's version, sent in the [`Hello`].
 pub const CLIENT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -165,7 +167,26 @@ fn connect_now(path: &Path) -> io::Result<UnixStream> {
 /// `connect(2)` on a Unix socket blocks while the listener's backlog is full
 /// (an agent that stopped accepting), and std offers no timeout for it, so the
 /// connect runs on a helper thread that is abandoned if it takes too long.
+#[cfg(test)]
 pub fn connect(path: &Path, timeout: Duration) -> std::result::Result<UnixStream, ConnectError> {
+    connect_keeping(path, None, timeout)
+}
+
+/// Connects to a checked socket, through its directory's descriptor.
+pub fn connect_to(
+    socket: &trust::Socket,
+    timeout: Duration,
+) -> std::result::Result<UnixStream, ConnectError> {
+    connect_keeping(&socket.inner(), Some(socket.dir.handle()), timeout)
+}
+
+/// [`connect`]; `keep` is held by the helper thread for as long as it
+/// uses `path` (which may name a descriptor of it).
+fn connect_keeping(
+    path: &Path,
+    keep: Option<Arc<File>>,
+    timeout: Duration,
+) -> std::result::Result<UnixStream, ConnectError> {
     match std::fs::symlink_metadata(path) {
         Ok(_) => {}
         Err(e) => return Err(ConnectError::from_io(e)),
@@ -175,6 +196,7 @@ pub fn connect(path: &Path, timeout: Duration) -> std::result::Result<UnixStream
     let spawned = std::thread::Builder::new()
         .name("delouse-connect".into())
         .spawn(move || {
+            let _keep = keep;
             let _ = tx.send(connect_now(&owned));
         });
     if spawned.is_err() {
@@ -228,7 +250,25 @@ fn classify_handshake(e: FrameError) -> HandshakeError {
 
 /// Sends the [`Hello`] and reads the agent's reply.
 pub fn handshake(stream: &mut DeadlineStream) -> std::result::Result<Welcome, HandshakeError> {
-    frame::write(stream, &Hello::new(CLIENT_VERSION)).map_err(classify_handshake)?;
+    if let Err(e) = frame::write(stream, &Hello::new(CLIENT_VERSION)) {
+        let closed = matches!(
+            &e,
+            FrameError::Io(io) if matches!(
+                io.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            )
+        );
+        if !closed {
+            return Err(classify_handshake(e));
+        }
+        // An agent over its connection cap (or refusing this uid) writes
+        // its refusal and closes, maybe before the hello arrives: the
+        // refusal is still there to read.
+        return match frame::read::<_, HelloReply>(stream, MAX_HELLO_REPLY) {
+            Ok(HelloReply::Rejected(refusal)) => Err(HandshakeError::Rejected(refusal)),
+            Ok(HelloReply::Welcome(_)) | Err(_) => Err(classify_handshake(e)),
+        };
+    }
     let reply: HelloReply = frame::read(stream, MAX_HELLO_REPLY).map_err(classify_handshake)?;
     match reply {
         HelloReply::Welcome(w) => Ok(w),
@@ -298,6 +338,11 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The deadline the connection was opened with.
+    pub fn deadline(&self) -> Deadline {
+        self.deadline
+    }
+
     /// Sends one request and reads its answer.
     pub fn request(mut self, kind: RequestKind) -> Result<Answer> {
         let pid = self.pid;
@@ -306,12 +351,19 @@ impl Connection {
             kind,
         };
         let total = human_duration(self.deadline.total());
+        let start_time = self.welcome.start_time;
+        let exited = || {
+            CliError::no_agent(format!(
+                "pid {pid} exited while answering (its agent closed the connection)"
+            ))
+        };
         let sent = frame::write(&mut self.stream, &request);
         if let Err(e) = sent {
             return Err(match e {
                 FrameError::Io(e) if is_timeout(&e) => CliError::timeout(format!(
                     "pid {pid} did not take the request within {total}: the agent may be stuck"
                 )),
+                _ if target_exited(pid, start_time) => exited(),
                 e => {
                     let why = match e {
                         FrameError::Io(e) => io_text(&e),
@@ -329,11 +381,13 @@ impl Connection {
             FrameError::Io(e) if is_timeout(&e) => CliError::timeout(format!(
                 "pid {pid} did not answer within {total}: retry with a longer --timeout"
             )),
+            FrameError::Io(e) if is_closed(&e) && target_exited(pid, start_time) => exited(),
             FrameError::Io(e) => CliError::error(format!(
                 "reading the answer of pid {pid} failed: {}: {}",
                 self.socket.display(),
                 io_text(&e)
             )),
+            FrameError::Closed if target_exited(pid, start_time) => exited(),
             FrameError::Closed => CliError::error(format!(
                 "the agent in pid {pid} closed the connection before answering: {}: it may have failed; see the \
                  target's stderr",
@@ -346,11 +400,43 @@ impl Connection {
             FrameError::Decode(_) | FrameError::Encode(_) => CliError::error(format!(
                 "undecodable answer from pid {pid} (agent {}, cli {CLIENT_VERSION}): {}: use a cli of the agent's \
                  version",
-                self.welcome.agent_version,
+                crate::sanitize::escape(&self.welcome.agent_version),
                 self.socket.display()
             )),
         })?;
         response.map_err(|e| CliError::from_agent(&e, pid))
+    }
+}
+
+/// Whether an I/O error means the peer closed the connection.
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// How long to wait for a process whose agent hung up to show as exited:
+/// its sockets close before it becomes a zombie.
+const EXIT_GRACE: Duration = Duration::from_millis(300);
+
+/// Whether the process that started at `start_time` at `pid` has exited
+/// (gone, a zombie, or another process at that pid now), waiting a moment
+/// for it.
+fn target_exited(pid: u32, start_time: u64) -> bool {
+    let until = Instant::now() + EXIT_GRACE;
+    loop {
+        match procfs::state_and_start_time(pid) {
+            Err(_) => return true,
+            Ok((state, start)) if start != start_time || matches!(state, 'Z' | 'X' | 'x') => {
+                return true;
+            }
+            Ok(_) => {}
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -374,14 +460,14 @@ type Opened = Result<(DeadlineStream, Welcome)>;
 
 fn open_socket(
     pid: u32,
-    path: &Path,
+    socket: &trust::Socket,
     deadline: Deadline,
 ) -> std::result::Result<Opened, ConnectError> {
-    let stream = connect(path, deadline.remaining())?;
+    let stream = connect_to(socket, deadline.remaining())?;
     let mut stream = DeadlineStream { stream, deadline };
     Ok(handshake(&mut stream)
         .map(|w| (stream, w))
-        .map_err(|e| handshake_error(e, pid, path, &deadline)))
+        .map_err(|e| handshake_error(e, pid, &socket.path, &deadline)))
 }
 
 /// The target's socket directories, in the order the agent tried them.
@@ -399,6 +485,11 @@ pub fn list_paths(dirs: &[PathBuf]) -> String {
 }
 
 /// Finds the agent of `pid`, connects and shakes hands, all by `deadline`.
+///
+/// Only a socket the target's uid owns, in a directory that uid owns, is
+/// connected to (see [`trust`]): anyone may create `/tmp/delouse-<uid>`
+/// before the target does, and a root CLI must not talk to what they put
+/// there.
 pub fn open(pid: u32, deadline: Deadline) -> Result<Connection> {
     let no_process = || {
         CliError::no_agent(format!(
@@ -407,6 +498,11 @@ pub fn open(pid: u32, deadline: Deadline) -> Result<Connection> {
     };
     if !procfs::exists(pid) {
         return Err(no_process());
+    }
+    if let Some(tgid) = procfs::thread_of(pid) {
+        return Err(CliError::no_agent(format!(
+            "{pid} is a thread of process {tgid}; use pid {tgid}"
+        )));
     }
     let uid = match procfs::effective_uid(&pid.to_string()) {
         Ok(uid) => uid,
@@ -434,18 +530,68 @@ pub fn open(pid: u32, deadline: Deadline) -> Result<Connection> {
     let mut denied: Option<PathBuf> = None;
     let mut root_denied = false;
     let mut other: Option<CliError> = None;
+    let mut untrusted: Option<String> = None;
     for dir in &dirs {
-        let direct = dir.join(&name);
         let inside = (!same_root).then(|| location::reroot(&root, dir));
-        let rerooted = inside.as_ref().map(|d| d.join(&name));
-        let rerooted_ns = inside
-            .as_ref()
-            .zip(ns_name.as_ref())
-            .map(|(d, n)| d.join(n));
-        let candidates = [(Some(direct), false), (rerooted, true), (rerooted_ns, true)];
-        for (path, through_root) in candidates {
-            let Some(path) = path else { continue };
-            match open_socket(pid, &path, deadline) {
+        let candidates = [
+            (Some((dir.clone(), name.clone())), false),
+            (inside.clone().map(|d| (d, name.clone())), true),
+            (inside.zip(ns_name.clone()), true),
+        ];
+        for (candidate, through_root) in candidates {
+            let Some((dir, file_name)) = candidate else {
+                continue;
+            };
+            let path = dir.join(&file_name);
+            let mut note_denied = |path: PathBuf| {
+                if through_root {
+                    root_denied = true;
+                } else {
+                    denied.get_or_insert(path);
+                }
+            };
+            let dir = match trust::Dir::open(&dir) {
+                Ok(d) => d,
+                Err(e) => {
+                    match e.kind() {
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => {}
+                        io::ErrorKind::PermissionDenied => note_denied(path),
+                        _ => {
+                            other.get_or_insert_with(|| {
+                                CliError::error(format!(
+                                    "cannot open {}: {}",
+                                    dir.display(),
+                                    io_text(&e)
+                                ))
+                            });
+                        }
+                    }
+                    continue;
+                }
+            };
+            let socket = match trust::check(&dir, file_name.as_ref(), uid) {
+                Ok(s) => s,
+                Err(Refusal::Missing) => continue,
+                Err(Refusal::Denied) => {
+                    note_denied(path);
+                    continue;
+                }
+                Err(Refusal::Untrusted(why)) => {
+                    untrusted.get_or_insert(why);
+                    continue;
+                }
+                Err(Refusal::Io(e)) => {
+                    other.get_or_insert_with(|| {
+                        CliError::error(format!(
+                            "cannot look at {}: {}",
+                            path.display(),
+                            io_text(&e)
+                        ))
+                    });
+                    continue;
+                }
+            };
+            match open_socket(pid, &socket, deadline) {
                 Ok(Ok((stream, welcome))) => {
                     check_welcome(pid, &path, start_time, &welcome)?;
                     return Ok(Connection {
@@ -458,18 +604,21 @@ pub fn open(pid: u32, deadline: Deadline) -> Result<Connection> {
                 }
                 Ok(Err(e)) => return Err(e),
                 Err(ConnectError::NotFound) => {}
-                Err(ConnectError::PermissionDenied) if through_root => root_denied = true,
-                Err(ConnectError::PermissionDenied) => {
-                    denied.get_or_insert(path);
-                }
+                Err(ConnectError::PermissionDenied) => note_denied(path),
                 Err(ConnectError::Refused) => {
                     stale.get_or_insert(path);
                 }
                 Err(ConnectError::TimedOut) => {
+                    let total = deadline.total();
+                    let short = if total < Duration::from_secs(1) {
+                        format!(" (or --timeout {} is too short)", human_duration(total))
+                    } else {
+                        String::new()
+                    };
                     return Err(CliError::timeout(format!(
                         "connecting to pid {pid} did not complete within {}: {}: its agent is not accepting \
-                         connections",
-                        human_duration(deadline.total()),
+                         connections{short}",
+                        human_duration(total),
                         path.display()
                     )));
                 }
@@ -507,6 +656,9 @@ pub fn open(pid: u32, deadline: Deadline) -> Result<Connection> {
     }
     if let Some(e) = other {
         return Err(e);
+    }
+    if let Some(why) = untrusted {
+        return Err(CliError::no_agent(why));
     }
     let unseen = if root_denied {
         format!(
@@ -565,11 +717,12 @@ pub enum Probe {
     Unknown(CliError),
 }
 
-/// Probes the socket of `pid` at `path` within `timeout`.
-pub fn probe(pid: u32, path: &Path, timeout: Duration) -> Probe {
+/// Probes the socket of `pid` within `timeout`.
+pub fn probe(pid: u32, socket: &trust::Socket, timeout: Duration) -> Probe {
+    let path = &socket.path;
     let deadline = Deadline::after(timeout);
     let start_time = procfs::start_time(pid).ok();
-    let stream = match connect(path, timeout) {
+    let stream = match connect_to(socket, timeout) {
         Ok(s) => s,
         Err(ConnectError::NotFound) => return Probe::Gone,
         Err(ConnectError::Refused) => return Probe::Dead,
@@ -678,6 +831,79 @@ mod tests {
             panic!("{err:?}")
         };
         assert_eq!(e.kind, ErrorKind::VersionMismatch);
+    }
+
+    #[test]
+    fn a_refusal_sent_before_the_hello_is_still_read() {
+        // An agent over its connection cap writes Busy and closes without
+        // reading: the hello then fails with EPIPE, and the refusal is there.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let reply = frame::encode(&HelloReply::Rejected(AgentError::new(
+            ErrorKind::Busy,
+            "agent of pid 1 is busy with 8 clients; try again",
+        )))
+        .unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.write_all(&reply).unwrap();
+            drop(s);
+            tx.send(()).unwrap();
+        });
+        let deadline = Deadline::after(Duration::from_secs(5));
+        let stream = connect(&path, Duration::from_secs(5)).unwrap();
+        rx.recv().unwrap();
+        let err = handshake(&mut DeadlineStream { stream, deadline }).unwrap_err();
+        let HandshakeError::Rejected(e) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(e.kind, ErrorKind::Busy);
+        let e = handshake_error(HandshakeError::Rejected(e), 1, &path, &deadline);
+        assert_eq!(e.exit, crate::error::Exit::Error);
+        assert_eq!(
+            e.message,
+            "agent of pid 1 is busy with 8 clients; try again"
+        );
+    }
+
+    #[test]
+    fn a_peer_that_closes_without_a_reply_is_not_an_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            drop(listener.accept().unwrap());
+            tx.send(()).unwrap();
+        });
+        let stream = connect(&path, Duration::from_secs(5)).unwrap();
+        rx.recv().unwrap();
+        let deadline = Deadline::after(Duration::from_secs(5));
+        let err = handshake(&mut DeadlineStream { stream, deadline }).unwrap_err();
+        assert!(matches!(err, HandshakeError::NotAnAgent(_)), "{err:?}");
+    }
+
+    #[test]
+    fn an_exited_process_is_told_from_a_live_one() {
+        let me = std::process::id();
+        let start = procfs::start_time(me).unwrap();
+        assert!(!target_exited(me, start));
+        assert!(target_exited(me, start + 1), "another process at the pid");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let start = procfs::start_time(pid).unwrap_or(0);
+        // A zombie until reaped, then gone: exited either way.
+        let t = Instant::now();
+        while procfs::state_and_start_time(pid).is_ok_and(|(s, _)| s != 'Z')
+            && t.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(target_exited(pid, start));
+        child.wait().unwrap();
+        assert!(target_exited(pid, start));
     }
 
     #[test]

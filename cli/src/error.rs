@@ -70,18 +70,22 @@ impl CliError {
         Self::new(Exit::Timeout, message)
     }
 
-    /// An error the agent sent, with where it came from.
+    /// An error the agent sent, with where it came from. Its message says
+    /// what to do already ("…; try again"): nothing is added to it but the
+    /// pid, when the message does not name it, and for an internal error
+    /// that it is a bug.
     pub fn from_agent(err: &AgentError, pid: u32) -> Self {
         let exit = exit_for_kind(err.kind);
         let what = one_line(&err.message);
-        let hint = match err.kind {
-            ErrorKind::Busy => ": try again in a moment",
-            ErrorKind::InProgress => ": wait for it to finish and try again",
-            ErrorKind::Timeout => ": retry with a longer --timeout",
-            ErrorKind::Internal => ": this is a bug in the delouse agent; the target keeps running",
-            _ => "",
+        let mut line = if names_pid(&what, pid) {
+            what
+        } else {
+            format!("{what} (agent in pid {pid})")
         };
-        Self::new(exit, format!("{what} (agent in pid {pid}){hint}"))
+        if err.kind == ErrorKind::Internal {
+            line.push_str(": this is a bug in the delouse agent; the target keeps running");
+        }
+        Self::new(exit, line)
     }
 
     /// The line printed on stderr.
@@ -113,18 +117,35 @@ pub fn exit_for_kind(kind: ErrorKind) -> Exit {
     }
 }
 
-/// `s` with line breaks and control characters replaced, so that whatever
-/// an agent (or garbage on a socket) sends prints as one line.
+/// Whether `text` names `pid N` (not merely a longer number).
+fn names_pid(text: &str, pid: u32) -> bool {
+    let needle = format!("pid {pid}");
+    text.match_indices(&needle).any(|(i, _)| {
+        !text[i + needle.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+/// `s` as one line that is safe to print: line breaks, tabs and other
+/// white space become one space; every other character that could drive a
+/// terminal (ESC, C1 controls, bidirectional overrides) becomes a visible
+/// escape such as `\u{1b}` (see [`crate::sanitize`]). Whatever an agent (or
+/// garbage on a socket) sends prints as one inert line.
 pub fn one_line(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut last_space = false;
     for c in s.trim().chars() {
-        let c = if c.is_control() { ' ' } else { c };
-        if c == ' ' && last_space {
+        if c.is_whitespace() {
+            if !last_space {
+                out.push(' ');
+            }
+            last_space = true;
             continue;
         }
-        last_space = c == ' ';
-        out.push(c);
+        last_space = false;
+        out.push_str(&crate::sanitize::escape(c.encode_utf8(&mut [0; 4])));
     }
     out
 }
@@ -177,9 +198,58 @@ mod tests {
 
     #[test]
     fn messages_become_one_line() {
-        assert_eq!(one_line(" a\nb\r\n\tc \x1b[31m "), "a b c [31m");
+        assert_eq!(one_line(" a\nb\r\n\tc \x1b[31m "), "a b c \\u{1b}[31m");
+        assert_eq!(
+            one_line("x\u{9b}2J\u{202e}y\u{2028}z"),
+            "x\\u{9b}2J\\u{202e}y z"
+        );
         let e = CliError::error("x\ny");
         assert_eq!(e.line(), "delouse: error: x y");
+    }
+
+    #[test]
+    fn agent_messages_keep_their_own_advice() {
+        let busy = AgentError::new(
+            ErrorKind::Busy,
+            "agent of pid 4242 is busy with 8 clients; try again",
+        );
+        let e = CliError::from_agent(&busy, 4242);
+        assert_eq!(
+            e.message,
+            "agent of pid 4242 is busy with 8 clients; try again"
+        );
+        assert_eq!(e.exit, Exit::Error);
+        // In another pid namespace the agent names another pid: say which.
+        let e = CliError::from_agent(&busy, 99);
+        assert_eq!(
+            e.message,
+            "agent of pid 4242 is busy with 8 clients; try again (agent in pid 99)"
+        );
+        let e = CliError::from_agent(&busy, 424);
+        assert!(e.message.ends_with("(agent in pid 424)"), "{}", e.message);
+        for (kind, message) in [
+            (
+                ErrorKind::InProgress,
+                "trace in progress: another client is tracing pid 7; try again when it is done",
+            ),
+            (
+                ErrorKind::Timeout,
+                "runtime 'main' did not run the dump in time: its thread is probably blocked",
+            ),
+        ] {
+            let e = CliError::from_agent(&AgentError::new(kind, message), 7);
+            assert_eq!(
+                e.message.matches("try again").count(),
+                message.matches("try again").count()
+            );
+            assert!(!e.message.contains("--timeout"), "{}", e.message);
+            assert!(e.message.starts_with(message), "{}", e.message);
+        }
+        let e = CliError::from_agent(&AgentError::new(ErrorKind::Internal, "no memory"), 7);
+        assert_eq!(
+            e.message,
+            "no memory (agent in pid 7): this is a bug in the delouse agent; the target keeps running"
+        );
     }
 
     #[test]

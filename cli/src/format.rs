@@ -2,14 +2,26 @@
 
 use std::time::Duration;
 
-/// Parses a duration such as `10s`, `500ms`, `1.5s`, `2m`, `1m30s` or `1h`.
-/// A bare number is seconds.
+/// What a duration looks like, for messages.
+const EXPECTED: &str =
+    "a number and a unit: 10s, 500ms, 1.5s, 2m, 1m30s or 1h; a bare number is seconds";
+
+/// Parses a duration such as `10s`, `500ms`, `1.5s`, `2m`, `1m30s`, `1h`,
+/// `10 s` or `1m 30s`. A bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err(format!("empty duration: expected {EXPECTED}"));
     }
+    let lower = s.to_ascii_lowercase();
+    if lower.trim_start_matches(['+', '-']).starts_with("inf") {
+        return Err(format!("`{s}`: durations must be finite"));
+    }
+    let not_a_duration = || format!("`{s}` is not a duration: expected {EXPECTED}");
     if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_nan() {
+            return Err(not_a_duration());
+        }
         return secs_to_duration(secs, s);
     }
     let mut total = 0f64;
@@ -19,12 +31,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         if num_len == 0 {
-            return Err(format!("`{s}` is not a duration (try 10s, 500ms, 2m)"));
+            return Err(not_a_duration());
         }
-        let value: f64 = rest[..num_len]
-            .parse()
-            .map_err(|_| format!("`{s}` is not a duration (try 10s, 500ms, 2m)"))?;
-        rest = &rest[num_len..];
+        let value: f64 = rest[..num_len].parse().map_err(|_| not_a_duration())?;
+        // `10 s`: a space may come between a number and its unit.
+        rest = rest[num_len..].trim_start();
         let unit_len = rest
             .find(|c: char| !c.is_ascii_alphabetic())
             .unwrap_or(rest.len());
@@ -35,7 +46,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "h" => 3600.0,
             "" => {
                 return Err(format!(
-                    "`{s}`: a unit must follow each number but the only one"
+                    "`{s}`: a unit must follow each number but the only one (expected {EXPECTED})"
                 ));
             }
             unit => {
@@ -44,15 +55,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                 ));
             }
         };
-        rest = &rest[unit_len..];
+        // `1m 30s`: and between the parts.
+        rest = rest[unit_len..].trim_start();
         total += value * scale;
     }
     secs_to_duration(total, s)
 }
 
 fn secs_to_duration(secs: f64, s: &str) -> Result<Duration, String> {
-    if !secs.is_finite() || secs <= 0.0 {
+    if !secs.is_finite() {
+        return Err(format!("`{s}`: durations must be finite"));
+    }
+    if secs <= 0.0 {
         return Err(format!("`{s}`: the duration must be more than zero"));
+    }
+    // Every step is bounded in whole milliseconds (`deadline_ms`, socket
+    // timeouts): less than one is none at all.
+    if secs < 0.001 {
+        return Err(format!("`{s}` is too short: the least is 1ms"));
     }
     // `deadline_ms` is a u32 of milliseconds: about 49 days.
     if secs > f64::from(u32::MAX) / 1000.0 {
@@ -145,6 +165,41 @@ mod tests {
         assert_eq!(ok("1m30s"), Duration::from_secs(90));
         assert_eq!(ok("1h"), Duration::from_secs(3600));
         assert_eq!(ok(" 3s "), Duration::from_secs(3));
+        assert_eq!(ok("10 s"), Duration::from_secs(10));
+        assert_eq!(ok("1m 30s"), Duration::from_secs(90));
+        assert_eq!(ok("1 m 30 s"), Duration::from_secs(90));
+        assert_eq!(ok("1ms"), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn bad_durations_say_what_is_wrong() {
+        let err = |s: &str| parse_duration(s).unwrap_err();
+        for inf in ["inf", "INF", "-inf", "infinity", "inf s"] {
+            assert!(
+                err(inf).contains("durations must be finite"),
+                "{inf}: {}",
+                err(inf)
+            );
+        }
+        assert!(
+            err("1e400").contains("durations must be finite"),
+            "{}",
+            err("1e400")
+        );
+        assert!(
+            err("0.0001s").contains("too short: the least is 1ms"),
+            "{}",
+            err("0.0001s")
+        );
+        assert!(err("0.0005").contains("too short"), "{}", err("0.0005"));
+        assert!(
+            err("soon").contains("expected a number and a unit: 10s"),
+            "{}",
+            err("soon")
+        );
+        assert!(err("nan").contains("is not a duration"), "{}", err("nan"));
+        assert!(err("0s").contains("more than zero"), "{}", err("0s"));
+        assert!(err("10 x").contains("unknown unit `x`"), "{}", err("10 x"));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! One module per command ([`ps`], [`tasks`], [`threads`]); finding and
 //! talking to an agent in [`connect`]; symbolization in [`symbolize`];
 //! grouping in [`tree`]; kernel names in [`kernel`]; output in [`render`];
-//! exit codes in [`error`].
+//! exit codes in [`error`]; which socket files to trust in [`trust`]; text
+//! from the target made safe to print in [`sanitize`].
 #![forbid(unsafe_code)]
 
 mod connect;
@@ -14,10 +15,12 @@ mod paths;
 mod procfs;
 mod ps;
 mod render;
+mod sanitize;
 mod symbolize;
 mod tasks;
 mod threads;
 mod tree;
+mod trust;
 
 use std::io::{self, Write};
 use std::process::ExitCode;

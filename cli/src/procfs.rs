@@ -1,7 +1,7 @@
 //! What the CLI reads about a process from `/proc`.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Clock ticks per second of `/proc/<pid>/stat` times. `sysconf(_SC_CLK_TCK)`
@@ -70,6 +70,91 @@ pub fn parse_stat_start_time(stat: &str) -> Option<u64> {
     rest.split_whitespace().nth(22 - 3)?.parse().ok()
 }
 
+/// Field 3 (the state: `R`, `S`, `Z` …) of the contents of a
+/// `/proc/<pid>/stat` file.
+pub fn parse_stat_state(stat: &str) -> Option<char> {
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+/// The state and start time of `pid`.
+pub fn state_and_start_time(pid: u32) -> io::Result<(char, u64)> {
+    let stat = std::fs::read_to_string(dir(pid).join("stat"))?;
+    parse_stat_state(&stat)
+        .zip(parse_stat_start_time(&stat))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed stat"))
+}
+
+/// The thread group (process) id in the contents of a `/proc/<pid>/status`
+/// file: the `Tgid:` line. It differs from the pid asked for when that is
+/// a thread other than a process's first one.
+pub fn parse_status_tgid(status: &str) -> Option<u32> {
+    let line = status.lines().find(|l| l.starts_with("Tgid:"))?;
+    line["Tgid:".len()..].trim().parse().ok()
+}
+
+/// The process `pid` is a thread of, when that is another process.
+pub fn thread_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(dir(pid).join("status")).ok()?;
+    parse_status_tgid(&status).filter(|&tgid| tgid != pid)
+}
+
+/// One line of a `/proc/<pid>/maps` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// The permissions, such as `r-xp`.
+    pub perms: String,
+    /// The file offset of `start`.
+    pub offset: u64,
+    /// The inode of the file; 0 for memory that no file backs.
+    pub inode: u64,
+    /// The path, with runs of white space made one space (as the agent
+    /// sends it); empty for anonymous memory.
+    pub path: String,
+}
+
+impl Mapping {
+    /// Whether a file backs it (not anonymous memory, `[heap]`, `[vdso]` …).
+    pub fn is_file(&self) -> bool {
+        self.inode != 0 && self.path.starts_with('/')
+    }
+}
+
+/// The contents of a `/proc/<pid>/maps` file.
+pub fn parse_maps(maps: &str) -> Vec<Mapping> {
+    maps.lines()
+        .filter_map(|line| {
+            let mut f = line.split_ascii_whitespace();
+            let (start, end) = f.next()?.split_once('-')?;
+            let perms = f.next()?.to_owned();
+            let offset = u64::from_str_radix(f.next()?, 16).ok()?;
+            let _dev = f.next()?;
+            let inode = f.next()?.parse().ok()?;
+            let path = f.collect::<Vec<_>>().join(" ");
+            Some(Mapping {
+                start: u64::from_str_radix(start, 16).ok()?,
+                end: u64::from_str_radix(end, 16).ok()?,
+                perms,
+                offset,
+                inode,
+                path,
+            })
+        })
+        .collect()
+}
+
+/// The memory map of `pid`.
+pub fn maps(pid: u32) -> io::Result<Vec<Mapping>> {
+    Ok(parse_maps(&std::fs::read_to_string(dir(pid).join("maps"))?))
+}
+
 /// The start time of `pid` in clock ticks since boot.
 pub fn start_time(pid: u32) -> io::Result<u64> {
     let stat = std::fs::read_to_string(dir(pid).join("stat"))?;
@@ -110,19 +195,6 @@ pub fn uptime() -> Option<f64> {
 pub fn running_for(start_ticks: u64, uptime: f64) -> Duration {
     let started = start_ticks as f64 / CLK_TCK as f64;
     Duration::from_secs_f64((uptime - started).max(0.0))
-}
-
-/// `path` if it exists, else the same path under `/proc/<pid>/root`.
-pub fn reachable_path(pid: u32, path: &Path) -> PathBuf {
-    if path.exists() {
-        return path.to_owned();
-    }
-    let rerooted = delouse_proto::location::reroot(&root(pid), path);
-    if rerooted.exists() {
-        rerooted
-    } else {
-        path.to_owned()
-    }
 }
 
 /// The address range of the `[vdso]` line of a `/proc/<pid>/maps` file.
@@ -196,6 +268,50 @@ mod tests {
             Some((0x7ffd_033a_b000, 0x7ffd_033a_d000))
         );
         assert_eq!(parse_maps_vdso("7f00-7f10 r-xp 0 0:0 0 /x [vdso]x\n"), None);
+    }
+
+    #[test]
+    fn stat_state_and_status_tgid() {
+        let fields: Vec<String> = (4..=30).map(|i| i.to_string()).collect();
+        let stat = format!("42 (a) Z) Z {}\n", fields.join(" "));
+        assert_eq!(parse_stat_state(&stat), Some('Z'));
+        assert_eq!(parse_stat_start_time(&stat), Some(22));
+        let me = std::process::id();
+        let (state, start) = state_and_start_time(me).unwrap();
+        assert_ne!(state, 'Z');
+        assert_eq!(start, start_time(me).unwrap());
+        assert_eq!(
+            parse_status_tgid("Name:\tx\nTgid:\t4242\nPid:\t4250\n"),
+            Some(4242)
+        );
+        assert_eq!(parse_status_tgid("Pid:\t1\n"), None);
+        assert_eq!(thread_of(me), None);
+    }
+
+    #[test]
+    fn maps_lines() {
+        let text = "\
+55d0c0a00000-55d0c0a21000 r-xp 00002000 08:01 1234   /usr/bin/my  app (deleted)
+7f00-7f10 rw-p 00000000 00:00 0 
+7ffd033ab000-7ffd033ad000 r-xp 00000000 00:00 0                          [vdso]
+";
+        let m = parse_maps(text);
+        assert_eq!(m.len(), 3);
+        assert_eq!(
+            m[0],
+            Mapping {
+                start: 0x55d0_c0a0_0000,
+                end: 0x55d0_c0a2_1000,
+                perms: "r-xp".into(),
+                offset: 0x2000,
+                inode: 1234,
+                path: "/usr/bin/my app (deleted)".into(),
+            }
+        );
+        assert!(m[0].is_file());
+        assert!(!m[1].is_file() && m[1].path.is_empty());
+        assert!(!m[2].is_file());
+        assert!(!maps(std::process::id()).unwrap().is_empty());
     }
 
     #[test]

@@ -2,28 +2,84 @@
 //! the target's module files (blazesym: DWARF, inlined calls, demangling).
 
 use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use blazesym::Pid;
 use blazesym::symbolize::source::{Elf, Process, Source};
 use blazesym::symbolize::{CodeInfo, Input, Symbolized, Symbolizer};
 use delouse_proto::Module;
 
-use crate::procfs;
+use crate::error::io_text;
+use crate::format::human_duration;
+use crate::procfs::{self, Mapping};
 use crate::tree::{Frame, SymbolTable};
 
-/// The file to read a module from: the running image for the executable
-/// (`/proc/<pid>/exe` works even after the file was replaced or deleted), the
-/// path itself when it exists here, else the path inside the target's root.
-fn module_file(pid: u32, module_path: &str, exe: Option<&Path>) -> PathBuf {
-    let plain = procfs::strip_deleted(module_path);
+/// The mapping of the target's own `/proc/<pid>/maps` that backs `module`:
+/// a file-backed mapping with the same path that holds the module's
+/// address range at the same file offsets. The agent's module list is not
+/// to be believed: a hostile agent can name any file (a fifo that blocks
+/// the CLI forever, `/dev/zero`, `/etc/shadow` that root could read).
+pub fn backing<'m>(module: &Module, maps: &'m [Mapping]) -> Option<&'m Mapping> {
+    let path = module
+        .path
+        .split_ascii_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    maps.iter().find(|m| {
+        m.is_file()
+            && m.path == path
+            && m.start <= module.start
+            && module.start < module.end
+            && module.end <= m.end
+            && m.offset.checked_add(module.start - m.start) == Some(module.file_offset)
+    })
+}
+
+/// Opens `path` without reading anything or blocking (`O_PATH`), and
+/// keeps it only if it is a regular file. `Err` when it cannot be opened,
+/// `Ok(None)` when it is something else (a device, a fifo).
+fn open_regular(path: &Path) -> std::io::Result<Option<File>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)?;
+    Ok(file.metadata()?.is_file().then_some(file))
+}
+
+/// The file to read a module from, opened: the mapped file itself
+/// (`/proc/<pid>/map_files/…`, which needs `CAP_SYS_ADMIN`), the running
+/// image for the executable (`/proc/<pid>/exe` works even after the file was
+/// replaced or deleted), else the path inside the target's root. Only a
+/// regular file is returned.
+fn module_file(pid: u32, mapping: &Mapping, exe: Option<&Path>) -> Option<File> {
+    let plain = procfs::strip_deleted(&mapping.path);
+    let mut candidates =
+        vec![procfs::dir(pid).join(format!("map_files/{:x}-{:x}", mapping.start, mapping.end))];
     if exe.is_some_and(|e| e == Path::new(plain)) {
-        let running = procfs::dir(pid).join("exe");
-        if std::fs::File::open(&running).is_ok() {
-            return running;
+        candidates.push(procfs::dir(pid).join("exe"));
+    }
+    candidates.push(delouse_proto::location::reroot(
+        &procfs::root(pid),
+        Path::new(plain),
+    ));
+    for path in candidates {
+        match open_regular(&path) {
+            Ok(file) => return file,
+            Err(_) => continue,
         }
     }
-    procfs::reachable_path(pid, Path::new(plain))
+    None
+}
+
+/// `/proc/self/fd/N` of an open file: the path blazesym opens, which is
+/// the very file checked (not whatever is at its name by then).
+fn fd_path(file: &File) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
 fn basename(path: &str) -> &str {
@@ -222,16 +278,28 @@ fn symbolize_vdso(
     }
 }
 
-/// Symbolizes every address of `addrs` (in process `pid`, mapped as
-/// `modules` say). Never fails: what does not resolve becomes a placeholder
-/// naming the address and module.
-pub fn symbolize(pid: u32, addrs: &[Address], modules: &[Module]) -> SymbolTable {
+/// Addresses to look up in one file: (index in the addresses, file offset).
+type Entries = Vec<(usize, u64)>;
+
+/// A symbol table and what went wrong making it.
+#[derive(Debug, Default)]
+pub struct Symbols {
+    /// One entry per address.
+    pub table: SymbolTable,
+    /// Problems to report (frames are then shown as addresses).
+    pub warnings: Vec<String>,
+}
+
+/// Placeholders for every address of `addrs`, naming the module and the
+/// offset when `modules` has one; and, per module index, the addresses in it
+/// with their file offsets.
+fn placeholders(addrs: &[Address], modules: &[Module]) -> (SymbolTable, HashMap<usize, Entries>) {
     let mut table: SymbolTable = addrs
         .iter()
         .map(|a| vec![unresolved(a.value(), None)])
         .collect();
     // Module index -> (address index, offset in the module's file).
-    let mut by_module: HashMap<usize, Vec<(usize, u64)>> = HashMap::new();
+    let mut by_module: HashMap<usize, Entries> = HashMap::new();
     for (i, &addr) in addrs.iter().enumerate() {
         let Some(m) = addr
             .lookup()
@@ -247,33 +315,110 @@ pub fn symbolize(pid: u32, addrs: &[Address], modules: &[Module]) -> SymbolTable
         table[i] = vec![unresolved(addr.value(), Some((&module.path, offset)))];
         by_module.entry(m).or_default().push((i, offset));
     }
-    if by_module.is_empty() {
-        return table;
+    (table, by_module)
+}
+
+/// [`symbolize`] on a thread of its own, given up after `limit`: whatever
+/// the target's files hold (a debug link to a fifo, a huge section), the
+/// command ends. What did not finish shows as addresses.
+pub fn symbolize_within(
+    pid: u32,
+    addrs: &[Address],
+    modules: &[Module],
+    limit: Duration,
+) -> Symbols {
+    let (tx, rx) = mpsc::channel();
+    let (a, m) = (addrs.to_vec(), modules.to_vec());
+    let spawned = std::thread::Builder::new()
+        .name("delouse-symbolize".into())
+        .spawn(move || {
+            let _ = tx.send(symbolize(pid, &a, &m));
+        });
+    if spawned.is_err() {
+        return symbolize(pid, addrs, modules);
     }
+    match rx.recv_timeout(limit) {
+        Ok(symbols) => symbols,
+        Err(_) => Symbols {
+            table: placeholders(addrs, modules).0,
+            warnings: vec![format!(
+                "symbolizing did not finish within {}: frames are shown as addresses",
+                human_duration(limit)
+            )],
+        },
+    }
+}
+
+/// Symbolizes every address of `addrs` (in process `pid`, mapped as
+/// `modules` say, as far as the target's own `/proc/<pid>/maps` agrees).
+/// Never fails: what does not resolve becomes a placeholder naming the
+/// address and module.
+pub fn symbolize(pid: u32, addrs: &[Address], modules: &[Module]) -> Symbols {
+    let (mut table, by_module) = placeholders(addrs, modules);
+    let mut warnings = Vec::new();
+    if by_module.is_empty() {
+        return Symbols { table, warnings };
+    }
+    let needs_maps = by_module.keys().any(|&m| !is_pseudo(&modules[m]));
+    let maps = if needs_maps {
+        match procfs::maps(pid) {
+            Ok(maps) => maps,
+            Err(e) => {
+                warnings.push(format!(
+                    "cannot read /proc/{pid}/maps: {}: frames in its files are shown as addresses",
+                    io_text(&e)
+                ));
+                Vec::new()
+            }
+        }
+    } else {
+        Vec::new()
+    };
     let exe = procfs::exe(pid);
     let symbolizer = Symbolizer::builder()
         .enable_code_info(true)
         .enable_inlined_fns(true)
         .build();
     // Several mappings of one file are symbolized together.
-    let mut by_path: HashMap<&str, Vec<(usize, u64)>> = HashMap::new();
+    let mut by_path: HashMap<&str, (&Mapping, Entries)> = HashMap::new();
+    let mut unmapped = 0usize;
     for (m, entries) in by_module {
         let module = &modules[m];
         if module.path == "[vdso]" {
             symbolize_vdso(&symbolizer, &entries, module, &mut table);
         } else if !is_pseudo(module) {
-            by_path
-                .entry(module.path.as_str())
-                .or_default()
-                .extend(entries);
+            match backing(module, &maps) {
+                Some(mapping) => by_path
+                    .entry(module.path.as_str())
+                    .or_insert_with(|| (mapping, Vec::new()))
+                    .1
+                    .extend(entries),
+                None if !maps.is_empty() => unmapped += 1,
+                None => {}
+            }
         }
+    }
+    if unmapped > 0 {
+        warnings.push(format!(
+            "{unmapped} module{} the agent named {} not mapped so in /proc/{pid}/maps: {} frames are shown as \
+             addresses",
+            if unmapped == 1 { "" } else { "s" },
+            if unmapped == 1 { "is" } else { "are" },
+            if unmapped == 1 { "its" } else { "their" },
+        ));
     }
     let mut paths: Vec<&str> = by_path.keys().copied().collect();
     paths.sort_unstable();
+    // The files stay open until the symbolizer is done with their paths.
+    let mut open_files = Vec::new();
     for path in paths {
-        let entries = &by_path[path];
+        let (mapping, entries) = &by_path[path];
+        let Some(opened) = module_file(pid, mapping, exe.as_deref()) else {
+            continue;
+        };
+        let file = fd_path(&opened);
+        open_files.push(opened);
         let offsets: Vec<u64> = entries.iter().map(|&(_, off)| off).collect();
-        let file = module_file(pid, path, exe.as_deref());
         let source = Source::Elf(Elf::new(&file));
         let results = symbolizer
             .symbolize(&source, Input::FileOffset(&offsets))
@@ -302,7 +447,9 @@ pub fn symbolize(pid: u32, addrs: &[Address], modules: &[Module]) -> SymbolTable
             }
         }
     }
-    table
+    drop(symbolizer);
+    drop(open_files);
+    Symbols { table, warnings }
 }
 
 #[cfg(test)]
@@ -420,7 +567,8 @@ mod tests {
             std::process::id(),
             &[Address::Return(addr), Address::Return(1)],
             &own_modules(),
-        );
+        )
+        .table;
         let outer = &table[0][0];
         assert!(outer.function.contains("marker"), "{table:?}");
         assert!(
@@ -443,7 +591,8 @@ mod tests {
             std::process::id(),
             &[Address::Interrupted(start), Address::Return(start)],
             &own_modules(),
-        );
+        )
+        .table;
         assert!(table[0][0].function.contains("marker"), "{table:?}");
         assert!(
             !table[1].iter().any(|f| f.function.contains("marker")),
@@ -468,7 +617,7 @@ mod tests {
             .step_by(16)
             .map(|off| Address::Interrupted(base + off))
             .collect();
-        let table = symbolize(std::process::id(), &addrs, std::slice::from_ref(&module));
+        let table = symbolize(std::process::id(), &addrs, std::slice::from_ref(&module)).table;
         assert!(
             table.iter().any(|f| !f[0].function.starts_with("0x")),
             "nothing in the vdso resolved: {:?}",
@@ -487,7 +636,107 @@ mod tests {
             end: module.end + 4096,
             ..module
         };
-        let table = symbolize(std::process::id(), &addrs[..8], &[other]);
+        let table = symbolize(std::process::id(), &addrs[..8], &[other]).table;
         assert!(table.iter().all(|f| f[0].function.contains("([vdso]+0x")));
+    }
+
+    /// A module of our own executable, as the agent would send it.
+    fn own_exe_module() -> Module {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let addr = marker();
+        own_modules()
+            .into_iter()
+            .find(|m| Path::new(&m.path) == exe && m.start <= addr && addr < m.end)
+            .expect("the executable's code in /proc/self/maps")
+    }
+
+    #[test]
+    fn only_modules_the_target_maps_are_read() {
+        let real = own_exe_module();
+        let addr = marker();
+        let resolves = |m: Module, a: u64| {
+            let s = symbolize(std::process::id(), &[Address::Return(a)], &[m]);
+            (s.table[0][0].function.contains("marker"), s.warnings)
+        };
+        assert_eq!(resolves(real.clone(), addr), (true, vec![]));
+        // The same file claimed at addresses it is not mapped at: not read.
+        let shift = 0x1000_0000_0000;
+        let moved = Module {
+            start: real.start + shift,
+            end: real.end + shift,
+            ..real.clone()
+        };
+        let (resolved, warnings) = resolves(moved, addr + shift);
+        assert!(!resolved);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("not mapped so in /proc/"),
+            "{warnings:?}"
+        );
+        // At another file offset.
+        let offset = Module {
+            file_offset: real.file_offset + 0x1000,
+            ..real.clone()
+        };
+        assert!(!resolves(offset, addr).0);
+        // Another path over the real range (a file root may read).
+        let other = Module {
+            path: "/etc/passwd".into(),
+            ..real
+        };
+        assert!(!resolves(other, addr).0);
+    }
+
+    #[test]
+    fn a_fifo_named_as_a_module_is_never_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("lib.so");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let module = Module {
+            path: fifo.display().to_string(),
+            start: 0x10_0000,
+            end: 0x20_0000,
+            file_offset: 0,
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let s = symbolize(std::process::id(), &[Address::Return(0x10_0100)], &[module]);
+            let _ = tx.send(s);
+        });
+        let s = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("symbolizing hung on a fifo");
+        assert_eq!(s.table[0][0].function, "0x100100 (lib.so+0xff)");
+    }
+
+    #[test]
+    fn regular_files_only() {
+        assert!(open_regular(Path::new("/proc/self/exe")).unwrap().is_some());
+        assert!(open_regular(Path::new("/dev/null")).unwrap().is_none());
+        assert!(open_regular(Path::new("/")).unwrap().is_none());
+        assert!(open_regular(Path::new("/nonexistent/x")).is_err());
+    }
+
+    #[test]
+    fn symbolizing_is_bounded_in_time() {
+        let real = own_exe_module();
+        let addrs = [Address::Return(marker())];
+        let s = symbolize_within(
+            std::process::id(),
+            &addrs,
+            std::slice::from_ref(&real),
+            Duration::from_secs(60),
+        );
+        assert!(s.table[0][0].function.contains("marker"), "{s:?}");
+        let s = symbolize_within(std::process::id(), &addrs, &[real], Duration::ZERO);
+        // Either it was quicker than nothing (never), or it gave up.
+        assert!(s.table[0][0].function.starts_with("0x"), "{s:?}");
+        assert!(s.warnings[0].contains("did not finish within"), "{s:?}");
     }
 }

@@ -37,11 +37,8 @@ more than ~128 queued tasks, can hang the runtime for good. the process must the
 `delouse tasks PID` without --whole-runtime traces the tasks spawned with delouse::spawn
 without stopping anything.";
 
-/// Asks on the terminal, or refuses when there is none and no `--yes`.
-fn confirm(pid: u32, yes: bool) -> Result<()> {
-    if yes {
-        return Ok(());
-    }
+/// Asks on the terminal, or refuses when there is none.
+fn confirm(pid: u32) -> Result<()> {
     if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
         return Err(CliError::error(format!(
             "whole-runtime dump of pid {pid} not run: no terminal to confirm on: pass --yes to accept the risk \
@@ -64,6 +61,30 @@ fn confirm(pid: u32, yes: bool) -> Result<()> {
             "whole-runtime dump of pid {pid} not run: not confirmed"
         )))
     }
+}
+
+/// Symbolizing gets what is left of the time budget, and at least this.
+pub const MIN_SYMBOLIZE: Duration = Duration::from_secs(5);
+
+/// Connects for a whole-runtime dump of `name`: first checks that there
+/// is an agent and that the runtime exists and may be dumped, then asks
+/// (unless `--yes`), then connects again for the request. The agent
+/// closes a connection that sends no request for 10 s, so none is held
+/// open while the question waits for an answer.
+fn open_whole_runtime(opts: &Options, name: &str) -> Result<(connect::Connection, Instant)> {
+    let pid = opts.pid;
+    let start = Instant::now();
+    let conn = connect::open(pid, Deadline::after(opts.timeout))?;
+    check_runtime(&conn, name)?;
+    if opts.yes {
+        return Ok((conn, start));
+    }
+    drop(conn);
+    confirm(pid)?;
+    let start = Instant::now();
+    let conn = connect::open(pid, Deadline::after(opts.timeout))?;
+    check_runtime(&conn, name)?;
+    Ok((conn, start))
 }
 
 /// Refuses early, from the welcome, what the agent would refuse anyway.
@@ -106,32 +127,32 @@ fn check_runtime(conn: &connect::Connection, name: &str) -> Result<()> {
 /// Runs `delouse tasks`.
 pub fn run(opts: &Options) -> Result<Output> {
     let pid = opts.pid;
-    let mode = if opts.whole_runtime {
-        confirm(pid, opts.yes)?;
-        TasksMode::WholeRuntime {
+    let (conn, mode, start) = if opts.whole_runtime {
+        let name = opts.runtime.as_deref().unwrap_or("main");
+        let (conn, start) = open_whole_runtime(opts, name)?;
+        let mode = TasksMode::WholeRuntime {
             runtime: opts.runtime.clone(),
-        }
+        };
+        (conn, mode, start)
     } else {
-        TasksMode::Traced
+        let start = Instant::now();
+        let conn = connect::open(pid, Deadline::after(opts.timeout))?;
+        (conn, TasksMode::Traced, start)
     };
-    let start = Instant::now();
-    let deadline = Deadline::after(opts.timeout);
-    let conn = connect::open(pid, deadline)?;
-    if let TasksMode::WholeRuntime { runtime } = &mode {
-        check_runtime(&conn, runtime.as_deref().unwrap_or("main"))?;
-    }
+    let deadline = conn.deadline();
     let dump = match conn.request(RequestKind::Tasks(mode))? {
         Answer::Tasks(dump) => dump,
         other => return Err(connect::wrong_answer(pid, "tasks", &other)),
     };
     let exchanged = Instant::now();
-    let symbols = symbolize::symbolize(
+    let symbols = symbolize::symbolize_within(
         pid,
         &symbolize::Address::returns(&dump.frames),
         &dump.modules,
+        deadline.remaining().max(MIN_SYMBOLIZE),
     );
     let symbolized = Instant::now();
-    let groups = tree::group_tasks(&dump, &symbols);
+    let groups = tree::group_tasks(&dump, &symbols.table);
     let grouped = Instant::now();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let timings = render::Timings {
@@ -154,8 +175,12 @@ pub fn run(opts: &Options) -> Result<Output> {
     } else {
         render::text(&report, Paint::for_stdout(), cwd.as_deref())
     };
-    Ok(Output {
+    let mut out = Output {
         stdout,
         ..Output::default()
-    })
+    };
+    for w in &symbols.warnings {
+        out.warn(w);
+    }
+    Ok(out)
 }

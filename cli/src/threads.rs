@@ -419,8 +419,14 @@ pub fn run(opts: &Options) -> Result<Output> {
         .filter(|t| name_matches(&opts.names, &t.name))
         .collect();
     let addrs = distinct_addresses(&shown);
-    let symbols = symbolize::symbolize(pid, &addrs, &dump.modules);
-    let resolved = Resolved::new(&addrs, symbols, &dump.modules, &conn_exe);
+    let symbols = symbolize::symbolize_within(
+        pid,
+        &addrs,
+        &dump.modules,
+        deadline.remaining().max(crate::tasks::MIN_SYMBOLIZE),
+    );
+    let warnings = symbols.warnings;
+    let resolved = Resolved::new(&addrs, symbols.table, &dump.modules, &conn_exe);
     let views = views(&shown, main_tid, &resolved);
     let symbolized = Instant::now();
     let groups = opts.group.then(|| group(&views));
@@ -447,10 +453,14 @@ pub fn run(opts: &Options) -> Result<Output> {
     } else {
         render::text(&report, Paint::for_stdout(), cwd.as_deref())
     };
-    Ok(Output {
+    let mut out = Output {
         stdout,
         ..Output::default()
-    })
+    };
+    for w in &warnings {
+        out.warn(w);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

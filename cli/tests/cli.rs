@@ -3,7 +3,7 @@
 //! that are not agents at all. (tests/ drives it against real agents.)
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -61,7 +61,28 @@ struct Sleeper(Child);
 
 impl Sleeper {
     fn start(socket_dir: Option<&Path>) -> Self {
-        let mut cmd = Command::new("sleep");
+        Self::start_as(socket_dir, None)
+    }
+
+    /// A sleeper running as `uid` (through `setpriv`; needs root).
+    fn start_as(socket_dir: Option<&Path>, uid: Option<u32>) -> Self {
+        let mut cmd = match uid {
+            None => Command::new("sleep"),
+            Some(uid) => {
+                let mut c = Command::new("setpriv");
+                let id = uid.to_string();
+                c.args([
+                    "--reuid",
+                    &id,
+                    "--regid",
+                    &id,
+                    "--clear-groups",
+                    "--",
+                    "sleep",
+                ]);
+                c
+            }
+        };
         cmd.arg("30").stdin(Stdio::null()).stdout(Stdio::null());
         match socket_dir {
             Some(dir) => cmd.env("DELOUSE_SOCKET_DIR", dir),
@@ -278,20 +299,6 @@ fn a_stale_socket_exits_3() {
 }
 
 #[test]
-fn whole_runtime_without_terminal_or_yes_refuses_before_connecting() {
-    let dir = tempfile::tempdir().unwrap();
-    let sleeper = Sleeper::start(Some(dir.path()));
-    let accepted = fake_agent(dir.path(), &sleeper.pid(), None);
-    let (out, elapsed) = delouse(&["tasks", &sleeper.pid(), "--whole-runtime"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let line = one_line(&out);
-    assert!(line.contains("--yes"), "{line}");
-    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(accepted.load(Ordering::SeqCst), 0, "it connected");
-}
-
-#[test]
 fn ps_ignores_and_cleans_stale_sockets() {
     let dir = tempfile::tempdir().unwrap();
     let dead = dir.path().join(format!("{}.sock", unused_pid()));
@@ -364,25 +371,64 @@ mod fake {
         }
     }
 
+    /// What a fake agent saw.
+    #[derive(Default)]
+    pub struct Seen {
+        /// Connections accepted.
+        pub connections: AtomicUsize,
+        /// Hellos read.
+        pub hellos: AtomicUsize,
+        /// Requests read.
+        pub requests: AtomicUsize,
+    }
+
+    impl Seen {
+        pub fn get(&self) -> (usize, usize, usize) {
+            (
+                self.connections.load(Ordering::SeqCst),
+                self.hellos.load(Ordering::SeqCst),
+                self.requests.load(Ordering::SeqCst),
+            )
+        }
+    }
+
     /// Serves every connection: reads the hello, sends `reply`, then (after
     /// a welcome) reads one request and sends `response`.
-    pub fn serve(dir: &Path, pid: &str, reply: HelloReply, response: Response) {
+    pub fn serve(dir: &Path, pid: &str, reply: HelloReply, response: Response) -> Arc<Seen> {
+        serve_with(dir, pid, reply, move |s| {
+            let _ = frame::write(s, &response);
+        })
+    }
+
+    /// [`serve`], with `on_request` doing what is done with a request.
+    pub fn serve_with(
+        dir: &Path,
+        pid: &str,
+        reply: HelloReply,
+        on_request: impl Fn(&mut UnixStream) + Send + 'static,
+    ) -> Arc<Seen> {
         let listener = UnixListener::bind(dir.join(format!("{pid}.sock"))).unwrap();
+        let seen = Arc::new(Seen::default());
+        let counts = seen.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut s) = stream else { break };
+                counts.connections.fetch_add(1, Ordering::SeqCst);
                 let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
                 let Ok(_hello) = frame::read::<_, Hello>(&mut s, MAX_REQUEST_FRAME) else {
                     continue;
                 };
+                counts.hellos.fetch_add(1, Ordering::SeqCst);
                 let _ = frame::write(&mut s, &reply);
                 if matches!(reply, HelloReply::Welcome(_))
                     && frame::read::<_, Request>(&mut s, MAX_REQUEST_FRAME).is_ok()
                 {
-                    let _ = frame::write(&mut s, &response);
+                    counts.requests.fetch_add(1, Ordering::SeqCst);
+                    on_request(&mut s);
                 }
             }
         });
+        seen
     }
 
     /// Threads of every kind; no module maps the addresses, so they must
@@ -730,4 +776,440 @@ fn fake_agent_threads_render_without_panicking() {
     assert!(text.contains("#0  0x1234"), "{text}");
     assert!(text.contains("… (stack walk stopped here)"), "{text}");
     assert!(text.contains("not sampled: its own thread"), "{text}");
+}
+
+/// Whether this test runs as root (and may chown files and switch users).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("Uid:"))?.to_owned();
+            line.split_whitespace().nth(2).map(|u| u == "0")
+        })
+        .unwrap_or(false)
+}
+
+/// Root, with `setpriv` to start a process as another user.
+fn can_switch_users() -> bool {
+    is_root()
+        && Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// `n` distinct PIDs with no process.
+fn unused_pids(n: usize) -> Vec<u32> {
+    let max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(32768);
+    (1..max)
+        .rev()
+        .filter(|p| !Path::new(&format!("/proc/{p}")).exists())
+        .take(n)
+        .collect()
+}
+
+fn mkfifo(path: &Path) {
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+}
+
+/// `delouse <args>` with `DELOUSE_SOCKET_DIR` set (for `ps`).
+fn delouse_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("DELOUSE_SOCKET_DIR", dir)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn sockets_another_user_planted_are_not_trusted() {
+    if !can_switch_users() {
+        eprintln!("skipped: needs root and setpriv");
+        return;
+    }
+    use std::os::unix::fs::chown;
+    let (target, planter) = (1001, 1002);
+    for (dir_owner, socket_owner) in [(target, planter), (planter, target), (target, target)] {
+        let dir = tempfile::tempdir().unwrap();
+        let sleeper = Sleeper::start_as(Some(dir.path()), Some(target));
+        let pid = sleeper.pid();
+        let socket = dir.path().join(format!("{pid}.sock"));
+        let seen = fake::serve(
+            dir.path(),
+            &pid,
+            welcome_now(&pid),
+            Ok(delouse_proto::Answer::Tasks(fake::dump())),
+        );
+        chown(&socket, Some(socket_owner), Some(socket_owner)).unwrap();
+        chown(dir.path(), Some(dir_owner), Some(dir_owner)).unwrap();
+        let (out, _) = delouse(&["tasks", &pid, "--timeout", "5s"]);
+        if (dir_owner, socket_owner) == (target, target) {
+            assert!(out.status.success(), "{}", stderr(&out));
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        let line = one_line(&out);
+        let expected = if socket_owner == planter {
+            format!(
+                "{} is owned by uid {planter}, not the target's uid {target}: refusing to trust it",
+                socket.display()
+            )
+        } else {
+            format!(
+                "socket directory {} is owned by uid {planter}, not the target's uid {target}: refusing to \
+                 trust {}",
+                dir.path().display(),
+                socket.display()
+            )
+        };
+        assert!(line.contains(&expected), "{line}");
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(seen.get().0, 0, "it connected to an untrusted socket");
+    }
+}
+
+#[test]
+fn a_file_that_is_not_a_socket_is_not_connected_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = Sleeper::start(Some(dir.path()));
+    let pid = sleeper.pid();
+    std::fs::write(dir.path().join(format!("{pid}.sock")), "").unwrap();
+    let (out, _) = delouse(&["tasks", &pid]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let line = one_line(&out);
+    assert!(
+        line.contains("is not a socket (it is a regular file): refusing to trust it"),
+        "{line}"
+    );
+}
+
+#[test]
+fn ps_lists_only_sockets_owned_by_the_owner_of_their_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = Sleeper::start(Some(dir.path()));
+    let pid = sleeper.pid();
+    let seen = fake::serve(
+        dir.path(),
+        &pid,
+        welcome_now(&pid),
+        Ok(delouse_proto::Answer::Tasks(fake::dump())),
+    );
+    let listed = |out: &Output| {
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a json array");
+        json.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["pid"].as_u64().is_some_and(|p| p.to_string() == pid))
+    };
+    let out = delouse_in(dir.path(), &["ps", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        listed(&out),
+        "the fake agent is not listed: {}",
+        stderr(&out)
+    );
+    if !is_root() {
+        eprintln!("skipped the rest: needs root to chown");
+        return;
+    }
+    use std::os::unix::fs::chown;
+    let socket = dir.path().join(format!("{pid}.sock"));
+    // Someone else's socket in the directory: not the directory owner's.
+    chown(&socket, Some(1002), Some(1002)).unwrap();
+    let out = delouse_in(dir.path(), &["ps", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!listed(&out), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        stderr(&out).contains("is owned by uid 1002, not uid 0 who owns"),
+        "{}",
+        stderr(&out)
+    );
+    // A directory and socket of uid 1002, for a process of root.
+    chown(dir.path(), Some(1002), Some(1002)).unwrap();
+    let hellos = seen.get().1;
+    let out = delouse_in(dir.path(), &["ps", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!listed(&out), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        stderr(&out).contains(&format!(
+            "is owned by uid 1002, but pid {pid} runs as uid 0: not trusted as its agent"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        seen.get().1,
+        hellos,
+        "it shook hands with an untrusted socket"
+    );
+    // And --clean leaves it: something listens there.
+    let out = delouse_in(dir.path(), &["ps", "--clean"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(socket.exists());
+}
+
+#[test]
+fn ps_clean_removes_only_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = unused_pids(5);
+    let path = |i: usize| dir.path().join(format!("{}.sock", pids[i]));
+    std::fs::write(path(0), "keep me").unwrap();
+    std::fs::create_dir(path(1)).unwrap();
+    mkfifo(&path(2));
+    // A link to a dead socket elsewhere.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("x.sock");
+    drop(UnixListener::bind(&target).unwrap());
+    std::os::unix::fs::symlink(&target, path(3)).unwrap();
+    drop(UnixListener::bind(path(4)).unwrap());
+
+    let out = delouse_in(dir.path(), &["ps", "--clean"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    for (i, what) in [
+        (0, "a regular file"),
+        (1, "a directory"),
+        (2, "a fifo"),
+        (3, "a symbolic link"),
+    ] {
+        assert!(
+            std::fs::symlink_metadata(path(i)).is_ok(),
+            "{what} was removed: {err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "{} is not a socket (it is {what}): ignored",
+                path(i).display()
+            )),
+            "{err}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(path(0)).unwrap(), "keep me");
+    assert!(target.exists(), "the link's target was removed");
+    assert!(!path(4).exists(), "the stale socket is still there: {err}");
+    assert!(err.contains("removed 1 stale socket"), "{err}");
+}
+
+fn welcome_allowing_dumps(pid: &str) -> delouse_proto::HelloReply {
+    let mut w = fake::welcome(pid, fake::start_time(pid));
+    w.runtimes[0].whole_runtime_dump = delouse_proto::DumpPolicy::Allowed;
+    delouse_proto::HelloReply::Welcome(w)
+}
+
+#[test]
+fn whole_runtime_checks_the_target_before_asking() {
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = Sleeper::start(Some(dir.path()));
+    let pid = sleeper.pid();
+    let mut dump = fake::dump();
+    dump.mode = delouse_proto::TasksMode::WholeRuntime { runtime: None };
+    let seen = fake::serve(
+        dir.path(),
+        &pid,
+        welcome_allowing_dumps(&pid),
+        Ok(delouse_proto::Answer::Tasks(dump)),
+    );
+    // A runtime it does not have is said at once, not after a question.
+    let (out, _) = delouse(&[
+        "tasks",
+        &pid,
+        "--whole-runtime",
+        "--runtime",
+        "nope",
+        "--timeout",
+        "5s",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = one_line(&out);
+    assert!(line.contains("has no runtime named `nope`"), "{line}");
+    assert!(line.contains("it has main"), "{line}");
+    assert!(!line.contains("--yes"), "{line}");
+    // Everything checks out, but there is no terminal to ask on: no request.
+    let (out, elapsed) = delouse(&["tasks", &pid, "--whole-runtime", "--timeout", "5s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(one_line(&out).contains("--yes"), "{}", stderr(&out));
+    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(seen.get(), (2, 2, 0));
+    // With --yes: one connection, one request.
+    let (out, _) = delouse(&["tasks", &pid, "--whole-runtime", "--yes", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(seen.get(), (3, 3, 1));
+}
+
+#[test]
+fn a_target_that_exits_while_answering_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = Sleeper::start(Some(dir.path()));
+    let pid = sleeper.pid();
+    let victim = pid.clone();
+    fake::serve_with(dir.path(), &pid, welcome_now(&pid), move |_| {
+        let _ = Command::new("kill").args(["-9", &victim]).status();
+        // Until it is a zombie (its parent, this test, reaps it later).
+        let start = Instant::now();
+        while std::fs::read_to_string(format!("/proc/{victim}/stat"))
+            .is_ok_and(|s| !s[s.rfind(')').unwrap() + 1..].trim_start().starts_with('Z'))
+            && start.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let (out, _) = delouse(&["tasks", &pid, "--timeout", "5s"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let line = one_line(&out);
+    assert!(
+        line.contains(&format!("pid {pid} exited while answering")),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_thread_id_names_its_process() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let link = std::fs::read_link("/proc/thread-self").unwrap();
+        let tid: u32 = link.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        tx.send(tid).unwrap();
+        let _ = stop_rx.recv();
+    });
+    let tid = rx.recv().unwrap();
+    let me = std::process::id();
+    assert_ne!(tid, me);
+    let (out, _) = delouse(&["tasks", &tid.to_string()]);
+    drop(stop_tx);
+    thread.join().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let line = one_line(&out);
+    assert!(
+        line.contains(&format!("{tid} is a thread of process {me}; use pid {me}")),
+        "{line}"
+    );
+}
+
+#[test]
+fn timeouts_that_cannot_work_are_explained() {
+    for (arg, says) in [
+        ("inf", "durations must be finite"),
+        ("0.0001s", "too short: the least is 1ms"),
+        ("soon", "expected a number and a unit"),
+    ] {
+        let (out, _) = delouse(&["tasks", "1", "--timeout", arg]);
+        assert_eq!(out.status.code(), Some(2), "{arg}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{arg}: {}", stderr(&out));
+    }
+    // A space between the number and its unit is fine.
+    let pid = unused_pid().to_string();
+    for arg in ["10 s", "1m 30s"] {
+        let (out, _) = delouse(&["tasks", &pid, "--timeout", arg]);
+        assert_eq!(out.status.code(), Some(3), "{arg}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn module_paths_from_the_agent_are_not_opened_blindly() {
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = Sleeper::start(Some(dir.path()));
+    let pid = sleeper.pid();
+    let fifo = dir.path().join("evil.so");
+    mkfifo(&fifo);
+    let mut dump = fake::thread_dump(&pid);
+    let module = |path: &str, start: u64| delouse_proto::Module {
+        path: path.into(),
+        start,
+        end: start + 0x1000,
+        file_offset: 0,
+    };
+    dump.modules = vec![
+        module(&fifo.display().to_string(), 0x1000),
+        module("/dev/zero", 0x5000),
+    ];
+    fake::serve(
+        dir.path(),
+        &pid,
+        welcome_now(&pid),
+        Ok(delouse_proto::Answer::Threads(dump)),
+    );
+    let (out, elapsed) = delouse(&["threads", &pid, "--timeout", "3s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("#0  0x1234 (evil.so+0x234)"), "{text}");
+    assert!(text.contains("0x5678 (zero+0x677)"), "{text}");
+    assert!(
+        stderr(&out).contains("2 modules the agent named are not mapped so in /proc/"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn text_from_a_hostile_agent_cannot_drive_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = Sleeper::start(Some(dir.path()));
+    let pid = sleeper.pid();
+    let mut dump = fake::thread_dump(&pid);
+    dump.threads[0].name = "sleep\u{1b}]0;pwned\u{7}\u{1b}[2J\u{202e}".into();
+    fake::serve(
+        dir.path(),
+        &pid,
+        welcome_now(&pid),
+        Ok(delouse_proto::Answer::Threads(dump)),
+    );
+    let (out, _) = delouse(&["threads", &pid, "--timeout", "5s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for c in ['\u{1b}', '\u{7}', '\u{202e}'] {
+        assert!(!text.contains(c), "{c:?} in {text}");
+    }
+    assert!(
+        text.contains("\"sleep\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{202e}\""),
+        "{text}"
+    );
+    let (out, _) = delouse(&["threads", &pid, "--timeout", "5s", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["threads"][0]["name"],
+        "sleep\u{1b}]0;pwned\u{7}\u{1b}[2J\u{202e}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains('\u{1b}'));
+
+    use delouse_proto::{AgentError, ErrorKind};
+    let err = Err(AgentError::new(
+        ErrorKind::Refused,
+        "no\u{1b}[2J\u{9b}31m\rrewritten",
+    ));
+    let out = run_fake(welcome_now, err, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = one_line(&out);
+    for c in ['\u{1b}', '\u{9b}', '\r'] {
+        assert!(!line.contains(c), "{c:?} in {line}");
+    }
+    assert!(line.contains("no\\u{1b}[2J\\u{9b}31m rewritten"), "{line}");
+}
+
+#[test]
+fn an_agents_own_advice_is_not_doubled() {
+    use delouse_proto::{AgentError, ErrorKind};
+    for (kind, message) in [
+        (ErrorKind::Busy, "agent is busy with 8 clients; try again"),
+        (
+            ErrorKind::InProgress,
+            "trace in progress: another client is tracing; try again when it is done",
+        ),
+    ] {
+        let out = run_fake(welcome_now, Err(AgentError::new(kind, message)), &[]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let line = one_line(&out);
+        assert_eq!(line.matches("try again").count(), 1, "{line}");
+        assert!(line.contains(message), "{line}");
+        assert_eq!(line.matches("(agent in pid").count(), 1, "{line}");
+    }
 }

@@ -12,6 +12,7 @@ use std::path::Path;
 use anstyle::Style;
 
 use crate::paths;
+use crate::sanitize::escape;
 use crate::tree::Frame;
 
 /// Whether and how to colour text.
@@ -63,9 +64,9 @@ impl Paint {
     }
 }
 
-/// `file:line:column` of a frame, the file shortened.
+/// `file:line:column` of a frame, the file shortened and safe to print.
 pub fn frame_location(f: &Frame, cwd: Option<&Path>) -> Option<String> {
-    let file = paths::shorten(f.file.as_deref()?, cwd);
+    let file = escape(&paths::shorten(f.file.as_deref()?, cwd)).into_owned();
     Some(match (f.line, f.column) {
         (Some(l), Some(c)) if c > 0 => format!("{file}:{l}:{c}"),
         (Some(l), _) => format!("{file}:{l}"),
@@ -79,7 +80,8 @@ pub fn is_app(f: &Frame) -> bool {
 }
 
 /// One frame: the function, where it is, whether it was inlined; the
-/// application's frames bold, library frames dimmed.
+/// application's frames bold, library frames dimmed. Names and paths come
+/// from the target's files: they are printed with [`escape`].
 pub fn frame_text(f: &Frame, paint: Paint, cwd: Option<&Path>) -> String {
     frame_text_as(f, is_app(f), paint, cwd)
 }
@@ -87,10 +89,11 @@ pub fn frame_text(f: &Frame, paint: Paint, cwd: Option<&Path>) -> String {
 /// [`frame_text`] for a frame known to be the application's or not.
 pub fn frame_text_as(f: &Frame, app: bool, paint: Paint, cwd: Option<&Path>) -> String {
     let mut s = String::new();
+    let function = escape(&f.function);
     s.push_str(&if app {
-        paint.bold(&f.function)
+        paint.bold(&function)
     } else {
-        paint.dim(&f.function)
+        paint.dim(&function)
     });
     if let Some(loc) = frame_location(f, cwd) {
         let at = format!(" at {loc}");

@@ -8,6 +8,7 @@ use delouse_proto::{DumpPolicy, Flavor, RuntimeInfo, TraceSupport, Welcome};
 use serde::Serialize;
 
 use crate::format::human_duration;
+use crate::sanitize::escape;
 
 /// Longest reason shown in the TRACES column.
 const REASON_WIDTH: usize = 40;
@@ -37,8 +38,8 @@ fn flavor_name(f: Flavor) -> &'static str {
 
 fn runtime_text(r: &RuntimeInfo) -> String {
     match r.flavor {
-        Flavor::MultiThread => format!("{}: multi_thread×{}", r.name, r.workers),
-        f => format!("{}: {}", r.name, flavor_name(f)),
+        Flavor::MultiThread => format!("{}: multi_thread×{}", escape(&r.name), r.workers),
+        f => format!("{}: {}", escape(&r.name), flavor_name(f)),
     }
 }
 
@@ -81,9 +82,11 @@ pub fn table(agents: &[Agent]) -> String {
         };
         t.add_row([
             a.pid.to_string(),
-            a.name.clone().unwrap_or_else(|| "?".into()),
+            a.name
+                .as_deref()
+                .map_or_else(|| "?".into(), |n| escape(n).into_owned()),
             a.uptime.map_or_else(|| "?".into(), human_duration),
-            w.agent_version.clone(),
+            escape(&w.agent_version).into_owned(),
             runtimes,
             alive(w).to_string(),
             w.capabilities.registered_tasks.to_string(),
@@ -94,7 +97,7 @@ pub fn table(agents: &[Agent]) -> String {
                 notes.push(format!(
                     "note: pid {}: {}: no more whole-runtime dumps ({})",
                     a.pid,
-                    r.name,
+                    escape(&r.name),
                     crate::error::one_line(why)
                 ));
             }
@@ -180,7 +183,7 @@ pub fn json(agents: &[Agent]) -> String {
         .collect();
     let mut s = serde_json::to_string(&doc).unwrap_or_else(|_| "[]".into());
     s.push('\n');
-    s
+    crate::sanitize::json(s)
 }
 
 #[cfg(test)]
@@ -249,6 +252,34 @@ pub(crate) mod tests {
     #[test]
     fn table_snapshot() {
         insta::assert_snapshot!(table(&agents()));
+    }
+
+    #[test]
+    fn agent_text_in_the_table_is_escaped() {
+        let mut a = agents();
+        a[0].name = Some("svc\u{1b}[2J".into());
+        a[0].welcome.agent_version = "0.1.0\r\u{1b}[31mevil\t\u{202e}".into();
+        a[0].welcome.runtimes[0].name = "main\nfake-row\u{9b}".into();
+        let t = table(&a);
+        for c in ['\u{1b}', '\r', '\t', '\u{202e}', '\u{9b}'] {
+            assert!(!t.contains(c), "{c:?} in {t}");
+        }
+        assert!(t.contains("svc\\u{1b}[2J"), "{t}");
+        assert!(
+            t.contains("0.1.0\\u{d}\\u{1b}[31mevil\\u{9}\\u{202e}"),
+            "{t}"
+        );
+        assert!(
+            t.contains("main\\u{a}fake-row\\u{9b}: multi_thread×2"),
+            "{t}"
+        );
+        // One header line, two agents, one note: no line was added.
+        assert_eq!(t.lines().count(), 4, "{t}");
+        let j = json(&a);
+        assert!(!j.trim_end().chars().any(crate::sanitize::is_unsafe));
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v[0]["agent_version"], a[0].welcome.agent_version.as_str());
+        assert_eq!(v[0]["runtimes"][0]["name"], "main\nfake-row\u{9b}");
     }
 
     #[test]

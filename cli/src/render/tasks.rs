@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::{Paint, frame_text, is_app};
 use crate::format::{human_ms, precise_ms};
 use crate::paths;
+use crate::sanitize::escape;
 use crate::tree::{Group, Node, State};
 
 /// Task ids shown in a group's header before "… +N".
@@ -71,7 +72,7 @@ pub fn text(report: &Report<'_>, paint: Paint, cwd: Option<&Path>) -> String {
     let pid = report.pid;
     let what = match runtime_name(report.mode) {
         None => "traced tasks".to_owned(),
-        Some(rt) => format!("whole-runtime dump of runtime `{rt}`"),
+        Some(rt) => format!("whole-runtime dump of runtime `{}`", escape(rt)),
     };
     let _ = writeln!(
         out,
@@ -82,32 +83,53 @@ pub fn text(report: &Report<'_>, paint: Paint, cwd: Option<&Path>) -> String {
             precise_ms(report.total_ms)
         ))
     );
+    let whole = runtime_name(report.mode).is_some();
     let mut counts = vec![
         format!("{} traced", c.traced),
         format!("{} not polled in time", c.not_polled_in_time),
         format!("{} finished", c.finished),
     ];
-    if let Some(untraced) = c.untraced {
+    // Tasks of the dump still alive: the agent's own (traced) count, or
+    // tokio's (whole-runtime); `alive` is tokio's count of the runtimes'.
+    let in_dump = c.traced.saturating_add(c.not_polled_in_time);
+    let undercounted = c.alive.filter(|&alive| !whole && in_dump > alive);
+    match c.untraced {
+        // A whole-runtime dump leaves out running, LocalSet and
+        // spawn_blocking tasks; the notes say so.
+        Some(n) if whole => counts.push(format!("{n} not in the dump")),
+        // More delouse tasks than tokio counts alive: tokio does not count
+        // LocalSet tasks, so how many are untraced is not known.
+        Some(_) if undercounted.is_some() => {}
         // Alive tasks the agent has no slot for: spawned without delouse, or
         // a delouse task still in its first poll (registered only after it).
-        counts.push(format!(
-            "{untraced} untraced (spawned without delouse, or in a first poll)"
-        ));
+        Some(n) => counts.push(format!(
+            "{n} untraced (spawned without delouse, or in a first poll)"
+        )),
+        None => {}
     }
-    let alive = c
-        .alive
-        .map_or_else(|| "tasks".to_owned(), |a| format!("{a} alive"));
+    let alive = match (c.alive, undercounted) {
+        (Some(alive), Some(_)) => format!(
+            "{in_dump} delouse tasks alive (more than the runtimes' {alive}: LocalSet tasks are not counted in the \
+             runtime's alive tasks)"
+        ),
+        (Some(alive), None) => format!("{alive} alive"),
+        (None, _) => "tasks".to_owned(),
+    };
     let _ = writeln!(out, "{alive}: {}", counts.join(", "));
     for note in &c.notes {
         let _ = writeln!(out, "note: {}", crate::error::one_line(note));
     }
     if c.not_polled_in_time > 0 {
+        let total = in_dump.saturating_add(c.finished);
         let _ = writeln!(
             out,
             "{}",
             paint.warn(&format!(
-                "hint: {} not polled in time: a worker may be blocked in non-async code",
-                plural(c.not_polled_in_time, "task was", "tasks were")
+                "hint: {} not polled in time: a worker may be blocked in non-async code (`delouse threads {pid}` \
+                 shows what the workers are doing), or --timeout was too short for {}: retry with a longer \
+                 --timeout",
+                plural(c.not_polled_in_time, "task was", "tasks were"),
+                plural(total, "task", "tasks")
             ))
         );
     }
@@ -141,7 +163,7 @@ fn group_text(out: &mut String, g: &Group, paint: Paint, cwd: Option<&Path>) {
         ),
     }];
     if let Some(loc) = &g.spawned_at {
-        head.push(format!("spawned at {}", location_text(loc, cwd)));
+        head.push(format!("spawned at {}", escape(&location_text(loc, cwd))));
     }
     if let Some(age) = g.oldest_age_ms {
         head.push(format!(
@@ -313,7 +335,7 @@ pub fn json(report: &Report<'_>, cwd: Option<&Path>) -> String {
     };
     let mut s = serde_json::to_string(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     s.push('\n');
-    s
+    crate::sanitize::json(s)
 }
 
 #[cfg(test)]
@@ -390,6 +412,111 @@ mod tests {
                 "no traced tasks: spawn tasks with delouse::spawn or wrap futures in .traced()"
             ),
             "{text}"
+        );
+    }
+
+    fn coverage_text(mode: TasksMode, coverage: Coverage) -> String {
+        let mut d = dump(vec![]);
+        d.mode = mode;
+        d.coverage = coverage;
+        text(&report(&d, &[]), Paint::plain(), None)
+    }
+
+    fn cov(traced: u64, late: u64, alive: u64, untraced: u64) -> Coverage {
+        Coverage {
+            traced,
+            not_polled_in_time: late,
+            finished: 0,
+            alive: Some(alive),
+            untraced: Some(untraced),
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn whole_runtime_counts_what_is_not_in_the_dump() {
+        let t = coverage_text(TasksMode::WholeRuntime { runtime: None }, cov(5, 0, 8, 3));
+        assert!(
+            t.contains("8 alive: 5 traced, 0 not polled in time, 0 finished, 3 not in the dump\n"),
+            "{t}"
+        );
+        assert!(!t.contains("untraced"), "{t}");
+    }
+
+    #[test]
+    fn more_traced_than_alive_is_not_called_alive() {
+        // Three LocalSet tasks that tokio does not count.
+        let t = coverage_text(TasksMode::Traced, cov(5, 0, 2, 0));
+        assert!(!t.contains("2 alive:"), "{t}");
+        assert!(
+            t.contains("LocalSet tasks are not counted in the runtime's alive tasks"),
+            "{t}"
+        );
+        assert!(t.contains("5 traced"), "{t}");
+        assert!(!t.contains("untraced"), "{t}");
+        // The usual case keeps its wording.
+        let t = coverage_text(TasksMode::Traced, cov(5, 1, 8, 2));
+        assert!(
+            t.contains("8 alive: 5 traced, 1 not polled in time, 0 finished, 2 untraced"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn the_hint_for_late_tasks_names_the_timeout_and_threads() {
+        let t = coverage_text(TasksMode::Traced, cov(1500, 500, 2000, 0));
+        let hint = t.lines().find(|l| l.starts_with("hint:")).unwrap();
+        assert!(hint.contains("500 tasks were not polled in time"), "{hint}");
+        assert!(hint.contains("blocked in non-async code"), "{hint}");
+        assert!(hint.contains("too short for 2000 tasks"), "{hint}");
+        assert!(hint.contains("--timeout"), "{hint}");
+        assert!(hint.contains("`delouse threads 4242`"), "{hint}");
+    }
+
+    #[test]
+    fn text_from_the_target_cannot_drive_the_terminal() {
+        let (mut d, _) = sample();
+        d.locations[0].file = "/app/src/\u{1b}[2Jmain\u{202e}sr.rs".into();
+        d.coverage.notes = vec!["bad\u{1b}]0;title\u{7}note\nsecond".into()];
+        let mut table = symbols();
+        for frames in &mut table {
+            for f in frames {
+                f.function.push_str("\u{9b}31m\r");
+                if let Some(file) = &mut f.file {
+                    file.push_str("\u{2066}\t");
+                }
+            }
+        }
+        let groups = group_tasks(&d, &table);
+        let text = text(
+            &report(&d, &groups),
+            Paint::plain(),
+            Some(Path::new("/app")),
+        );
+        for c in [
+            '\u{1b}', '\u{9b}', '\r', '\t', '\u{7}', '\u{202e}', '\u{2066}',
+        ] {
+            assert!(!text.contains(c), "{c:?} in {text}");
+        }
+        assert!(
+            text.contains("src/\\u{1b}[2Jmain\\u{202e}sr.rs:40:9"),
+            "{text}"
+        );
+        assert!(
+            text.contains("note: bad\\u{1b}]0;title\\u{7}note second"),
+            "{text}"
+        );
+        assert!(text.contains("\\u{9b}31m\\u{d}"), "{text}");
+        // JSON keeps the text, escaped as JSON.
+        let json_text = json(&report(&d, &groups), Some(Path::new("/app")));
+        assert!(!json_text.trim_end().chars().any(crate::sanitize::is_unsafe));
+        let v: serde_json::Value = serde_json::from_str(&json_text).unwrap();
+        assert_eq!(v["coverage"]["notes"][0], d.coverage.notes[0]);
+        assert!(
+            v["groups"][0]["tree"][0]["function"]
+                .as_str()
+                .unwrap()
+                .ends_with("\u{9b}31m\r")
         );
     }
 

@@ -13,6 +13,7 @@ use crate::error::one_line;
 use crate::format::{cpu_time, precise_ms, precise_us};
 use crate::kernel;
 use crate::paths;
+use crate::sanitize::escape;
 use crate::threads::{Counts, StackFrame, ThreadView, name_prefix};
 
 /// Thread ids shown in a group's header before "… +N".
@@ -61,7 +62,7 @@ pub struct Timings {
 fn state_name(state: char) -> String {
     match kernel::state_name(state) {
         Some(name) => name.to_owned(),
-        None => format!("state {state}"),
+        None => format!("state {}", escape(state.encode_utf8(&mut [0; 4]))),
     }
 }
 
@@ -190,7 +191,7 @@ fn thread_text(out: &mut String, v: &ThreadView<'_>, paint: Paint, cwd: Option<&
     let head = format!(
         "thread {} \"{}\" ({}): {}, {}",
         t.tid,
-        one_line(&t.name),
+        escape(&t.name),
         v.role.label(),
         activity(t),
         cpu_text(t)
@@ -244,7 +245,7 @@ fn group_text(out: &mut String, members: &[&ThreadView<'_>], paint: Paint, cwd: 
     let head = format!(
         "{} threads \"{}\" ({}), tids {}: {}, cpu {} in all",
         members.len(),
-        one_line(&group_name(members)),
+        escape(&group_name(members)),
         first.role.label(),
         tids.join(", "),
         activity,
@@ -261,7 +262,7 @@ fn nothing_matched(out: &mut String, r: &Report<'_>) {
     let mut listed: Vec<String> = names
         .iter()
         .take(NAMES_SHOWN)
-        .map(|n| one_line(n))
+        .map(|n| escape(n).into_owned())
         .collect();
     if names.len() > NAMES_SHOWN {
         listed.push(format!("… +{}", names.len() - NAMES_SHOWN));
@@ -436,7 +437,7 @@ pub fn json(r: &Report<'_>, cwd: Option<&Path>) -> String {
     };
     let mut s = serde_json::to_string(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     s.push('\n');
-    s
+    crate::sanitize::json(s)
 }
 
 #[cfg(test)]
@@ -485,6 +486,39 @@ mod tests {
         } else {
             assert!(text.contains("thread 100 \"app\" (main)"), "{text}");
         }
+    }
+
+    #[test]
+    fn thread_names_and_states_cannot_drive_the_terminal() {
+        let mut d = sample_dump();
+        d.threads[0].name = "app\u{1b}[2J\tx\u{202e}".into();
+        d.threads[0].state = '\u{1b}';
+        d.threads[5].stack = ThreadStack::NotSampled("why\u{9b}1m\nnot".into());
+        let views = fake_views(&all(&d));
+        for groups in [None, Some(group(&views))] {
+            let text = text(
+                &report(&d, &views, &[], groups.as_deref()),
+                Paint::plain(),
+                None,
+            );
+            for c in ['\u{1b}', '\t', '\u{202e}', '\u{9b}'] {
+                assert!(!text.contains(c), "{c:?} in {text}");
+            }
+            assert!(
+                text.contains("thread 100 \"app\\u{1b}[2J\\u{9}x\\u{202e}\" (main): state \\u{1b}"),
+                "{text}"
+            );
+            assert!(text.contains("not sampled: why\\u{9b}1m not"), "{text}");
+        }
+        // Names that match nothing are listed safely too.
+        let names = vec!["nope".to_owned()];
+        let text = text(&report(&d, &[], &names, None), Paint::plain(), None);
+        assert!(text.contains("app\\u{1b}[2J"), "{text}");
+        assert!(!text.contains('\u{1b}'), "{text}");
+        let json_text = json(&report(&d, &views, &[], None), None);
+        let v: serde_json::Value = serde_json::from_str(&json_text).unwrap();
+        assert_eq!(v["threads"][0]["name"], d.threads[0].name.as_str());
+        assert!(!json_text.trim_end().chars().any(crate::sanitize::is_unsafe));
     }
 
     #[test]
