@@ -149,6 +149,25 @@ pub fn cpu_time(ms: u64) -> String {
     }
 }
 
+/// A size in bytes, humanely: `512 B`, `1.5 KiB`, `12.3 MiB`, `4.0 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value < 9.95 {
+        format!("{value:.1} {}", UNITS[unit])
+    } else {
+        format!("{value:.0} {}", UNITS[unit])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +267,17 @@ mod tests {
         assert_eq!(precise_us(3.21), "3.2µs");
         assert_eq!(precise_us(850.0), "850µs");
         assert_eq!(precise_us(1500.0), "1.5ms");
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(12 * 1024 * 1024 + 300 * 1024), "12 MiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+        assert_eq!(human_bytes(10 * 1024 * 1024 - 1), "10 MiB");
+        assert_eq!(human_bytes(u64::MAX), "16384 PiB");
     }
 
     #[test]

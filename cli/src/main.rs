@@ -1,18 +1,22 @@
 //! `delouse`: look inside a running tokio program.
 //!
-//! One module per command ([`ps`], [`tasks`], [`threads`]); finding and
-//! talking to an agent in [`connect`]; symbolization in [`symbolize`];
+//! One module per command ([`ps`], [`tasks`], [`threads`], [`elf`],
+//! [`crash`]); finding and talking to an agent in [`connect`]; asking before
+//! what cannot be undone in [`prompt`]; symbolization in [`symbolize`];
 //! grouping in [`tree`]; kernel names in [`kernel`]; output in [`render`];
 //! exit codes in [`error`]; which socket files to trust in [`trust`]; text
 //! from the target made safe to print in [`sanitize`].
 #![forbid(unsafe_code)]
 
 mod connect;
+mod crash;
+mod elf;
 mod error;
 mod format;
 mod kernel;
 mod paths;
 mod procfs;
+mod prompt;
 mod ps;
 mod render;
 mod sanitize;
@@ -56,6 +60,12 @@ pub enum Command {
     /// Show a backtrace of every OS thread of a process, with its state, CPU time, system call and role.
     #[command(after_long_help = threads::STACK_STATES)]
     Threads(ThreadsArgs),
+    /// Show what build a process runs (or an ELF file holds): build id, compiler, debug info, crates, and what
+    /// its agent knows.
+    Elf(ElfArgs),
+    /// Abort a process so that it leaves a core dump, after checking that one can be written (asks first).
+    #[command(after_long_help = crash::WHAT_IT_DOES)]
+    Crash(CrashArgs),
 }
 
 /// Options of `delouse ps`.
@@ -116,6 +126,49 @@ pub struct ThreadsArgs {
     pub group: bool,
 }
 
+/// Options of `delouse elf`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct ElfArgs {
+    /// A process id (its running image is read, from /proc/PID/exe), or the path of an ELF file (write ./1234
+    /// for a file named 1234).
+    #[arg(value_name = "PID|PATH", value_parser = elf::Target::parse)]
+    pub target: elf::Target,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// List every section, not only the notable ones (JSON always lists every section).
+    #[arg(long)]
+    pub all_sections: bool,
+    /// Give up on the agent after this long, e.g. 10s, 500ms (a bare number is seconds).
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = format::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Options of `delouse crash`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct CrashArgs {
+    /// Process id of the target.
+    #[arg(value_parser = clap::value_parser!(u32).range(1..))]
+    pub pid: u32,
+    /// Only report whether and where a core dump would be written; abort nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Abort without asking (needed without a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Abort even when no core dump can be written.
+    #[arg(long)]
+    pub force: bool,
+    /// Bound on the exchange with the agent, and then on waiting for the process to end, e.g. 10s, 1m.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = format::parse_duration)]
+    pub timeout: Duration,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// What a command prints: stdout in one piece, and lines for stderr.
 #[derive(Debug, Default)]
 pub struct Output {
@@ -123,6 +176,9 @@ pub struct Output {
     pub stdout: String,
     /// Printed to stderr, one per line, after stdout.
     pub stderr: Vec<String>,
+    /// A failure to report after the output (its line last on stderr, its
+    /// exit status), for a command whose output stands but is incomplete.
+    pub failure: Option<CliError>,
 }
 
 impl Output {
@@ -161,6 +217,20 @@ fn run(cli: Cli) -> Result<Output, CliError> {
             timeout: a.timeout,
             names: a.names,
             group: a.group,
+        }),
+        Command::Elf(a) => elf::run(&elf::Options {
+            target: a.target,
+            json: a.json,
+            timeout: a.timeout,
+            all_sections: a.all_sections,
+        }),
+        Command::Crash(a) => crash::run(&crash::Options {
+            pid: a.pid,
+            json: a.json,
+            dry_run: a.dry_run,
+            yes: a.yes,
+            force: a.force,
+            timeout: a.timeout,
         }),
     }
 }
@@ -202,6 +272,10 @@ fn main() -> ExitCode {
     for line in &output.stderr {
         print_stderr(line);
     }
+    if let Some(e) = &output.failure {
+        print_stderr(&e.line());
+        return ExitCode::from(e.exit.code());
+    }
     ExitCode::SUCCESS
 }
 
@@ -233,6 +307,38 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["delouse", "tasks", "0"]).is_err());
         assert!(Cli::try_parse_from(["delouse", "tasks", "1", "--timeout", "0s"]).is_err());
+    }
+
+    #[test]
+    fn elf_takes_a_pid_or_a_path() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Elf(a)) => Ok(a.target),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(
+            parse(&["delouse", "elf", "12"]).unwrap(),
+            elf::Target::Pid(12)
+        );
+        assert_eq!(
+            parse(&["delouse", "elf", "./12"]).unwrap(),
+            elf::Target::Path("./12".into())
+        );
+        assert!(parse(&["delouse", "elf", "0"]).is_err());
+        assert!(parse(&["delouse", "elf"]).is_err());
+    }
+
+    #[test]
+    fn crash_flags() {
+        let cli =
+            Cli::try_parse_from(["delouse", "crash", "9", "--dry-run", "-y", "--force"]).unwrap();
+        let Command::Crash(a) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert!(a.dry_run && a.yes && a.force && !a.json);
+        assert_eq!(a.timeout, Duration::from_secs(10));
+        assert!(Cli::try_parse_from(["delouse", "crash"]).is_err());
+        assert!(Cli::try_parse_from(["delouse", "crash", "0"]).is_err());
     }
 
     #[test]

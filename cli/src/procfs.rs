@@ -80,6 +80,28 @@ pub fn parse_stat_state(stat: &str) -> Option<char> {
         .next()
 }
 
+/// Field 52 (`exit_code`) of the contents of a `/proc/<pid>/stat` file:
+/// for a zombie, the wait status its parent will reap (signal number in
+/// the low 7 bits, 0x80 when a core was dumped, else the exit code << 8).
+/// The kernel shows 0 to a reader that may not ptrace the process.
+pub fn parse_stat_exit_code(stat: &str) -> Option<i32> {
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(52 - 3)?
+        .parse()
+        .ok()
+}
+
+/// The real uid and gid in the contents of a `/proc/<pid>/status` file:
+/// the first numbers of its `Uid:` and `Gid:` lines.
+pub fn parse_status_real_ids(status: &str) -> Option<(u32, u32)> {
+    let first = |key: &str| -> Option<u32> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..].split_whitespace().next()?.parse().ok()
+    };
+    Some((first("Uid:")?, first("Gid:")?))
+}
+
 /// The state and start time of `pid`.
 pub fn state_and_start_time(pid: u32) -> io::Result<(char, u64)> {
     let stat = std::fs::read_to_string(dir(pid).join("stat"))?;
@@ -312,6 +334,19 @@ mod tests {
         assert!(!m[1].is_file() && m[1].path.is_empty());
         assert!(!m[2].is_file());
         assert!(!maps(std::process::id()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn zombie_exit_code_and_real_ids() {
+        let fields: Vec<String> = (3..=52).map(|i| i.to_string()).collect();
+        let stat = format!("42 (a (b)) {}\n", fields.join(" "));
+        assert_eq!(parse_stat_exit_code(&stat), Some(52));
+        assert_eq!(parse_stat_exit_code("42 (x) Z 1 2 3"), None);
+        assert_eq!(
+            parse_status_real_ids("Uid:\t1000\t0\t0\t0\nGid:\t100\t5\t5\t5\n"),
+            Some((1000, 100))
+        );
+        assert_eq!(parse_status_real_ids("Uid:\t1\n"), None);
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! `delouse tasks`: what every traced task is waiting on.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use delouse_proto::{Answer, DumpPolicy, RequestKind, TasksMode};
@@ -9,7 +8,7 @@ use crate::Output;
 use crate::connect::{self, Deadline};
 use crate::error::{CliError, Exit, Result};
 use crate::render::{Paint, tasks as render};
-use crate::{symbolize, tree};
+use crate::{prompt, symbolize, tree};
 
 /// Options of `delouse tasks`.
 #[derive(Debug, Clone)]
@@ -39,28 +38,15 @@ without stopping anything.";
 
 /// Asks on the terminal, or refuses when there is none.
 fn confirm(pid: u32) -> Result<()> {
-    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
-        return Err(CliError::error(format!(
+    prompt::confirm(&prompt::Question {
+        preamble: WHOLE_RUNTIME_RISK,
+        ask: &format!("run a whole-runtime dump of pid {pid}?"),
+        no_terminal: &format!(
             "whole-runtime dump of pid {pid} not run: no terminal to confirm on: pass --yes to accept the risk \
              (see `delouse tasks --help`)"
-        )));
-    }
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{WHOLE_RUNTIME_RISK}");
-    let _ = write!(err, "run a whole-runtime dump of pid {pid}? [y/N] ");
-    let _ = err.flush();
-    drop(err);
-    let mut answer = String::new();
-    if std::io::stdin().lock().read_line(&mut answer).is_err() {
-        answer.clear();
-    }
-    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-        Ok(())
-    } else {
-        Err(CliError::error(format!(
-            "whole-runtime dump of pid {pid} not run: not confirmed"
-        )))
-    }
+        ),
+        declined: &format!("whole-runtime dump of pid {pid} not run: not confirmed"),
+    })
 }
 
 /// Symbolizing gets what is left of the time budget, and at least this.

@@ -799,12 +799,15 @@ fn can_switch_users() -> bool {
 }
 
 /// `n` distinct PIDs with no process.
+/// PIDs no process has now and none will get soon: free ones just below
+/// the kernel's last handed-out PID, which it reaches again only after
+/// wrapping around `pid_max`.
 fn unused_pids(n: usize) -> Vec<u32> {
-    let max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(32768);
-    (1..max)
+    (300..last)
         .rev()
         .filter(|p| !Path::new(&format!("/proc/{p}")).exists())
         .take(n)

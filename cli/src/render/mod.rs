@@ -2,6 +2,8 @@
 //! function returns the whole output as a string, so that it is printed in
 //! one piece (and tested as a snapshot).
 
+pub mod crash;
+pub mod elf;
 pub mod ps;
 pub mod tasks;
 pub mod threads;
@@ -32,7 +34,6 @@ impl Paint {
     }
 
     /// No colour.
-    #[cfg(test)]
     pub fn plain() -> Self {
         Paint { color: false }
     }

@@ -28,7 +28,8 @@ pub struct Agent {
     pub welcome: Welcome,
 }
 
-fn flavor_name(f: Flavor) -> &'static str {
+/// The name of a scheduler flavour.
+pub fn flavor_name(f: Flavor) -> &'static str {
     match f {
         Flavor::CurrentThread => "current_thread",
         Flavor::MultiThread => "multi_thread",
@@ -36,7 +37,8 @@ fn flavor_name(f: Flavor) -> &'static str {
     }
 }
 
-fn runtime_text(r: &RuntimeInfo) -> String {
+/// `main: multi_thread×2`, `io: current_thread`.
+pub fn runtime_text(r: &RuntimeInfo) -> String {
     match r.flavor {
         Flavor::MultiThread => format!("{}: multi_thread×{}", escape(&r.name), r.workers),
         f => format!("{}: {}", escape(&r.name), flavor_name(f)),
