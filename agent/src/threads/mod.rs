@@ -73,8 +73,19 @@ pub(crate) async fn dump(shared: &Shared, deadline: Instant) -> Response {
 
     let budget = deadline.saturating_duration_since(start) / 2;
     let until = start + budget.min(MAX_WAIT);
-    while capture.answered() < sent && Instant::now() < until {
+    // Threads that exit after the signal was sent never answer: count them
+    // now and then, so they do not hold the answer until the deadline.
+    let mut gone = 0;
+    let mut checked = Instant::now();
+    while capture.answered() + gone < sent && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(1)).await;
+        if checked.elapsed() >= Duration::from_millis(50) {
+            gone = targets
+                .iter()
+                .filter(|tid| !std::path::Path::new(&format!("/proc/self/task/{tid}")).exists())
+                .count();
+            checked = Instant::now();
+        }
     }
     let saved = capture.finish();
 

@@ -212,11 +212,11 @@ unsafe fn capture(base: *mut u8, uc: *const libc::ucontext_t, start: u64) {
         Ok(m) => maps[m][1],
         Err(_) => sp,
     };
-    let len = (end.saturating_sub(sp) as usize).min(STACK_CAP);
+    let want = (end.saturating_sub(sp) as usize).min(STACK_CAP);
+    // SAFETY: the destination is this slot's own STACK_CAP bytes.
+    let len = unsafe { copy_own_memory(sp, arena.data(i), want) };
     // SAFETY: slots other than this one are never written here, so the
     // slot's plain fields are this handler's alone between WRITING and DONE.
-    // [sp, sp + len) lies in the mapping of the stack this thread runs on,
-    // which cannot go away while the thread runs.
     unsafe {
         let s = ptr::from_ref(slot).cast_mut();
         (*s).pc = pc;
@@ -224,7 +224,6 @@ unsafe fn capture(base: *mut u8, uc: *const libc::ucontext_t, start: u64) {
         (*s).fp = fp;
         (*s).lr = lr;
         (*s).len = len as u64;
-        ptr::copy_nonoverlapping(sp as *const u8, arena.data(i), len);
         (*s).handler_ns = now_ns().saturating_sub(start);
     }
     let _ = slot.state.compare_exchange(
@@ -233,6 +232,57 @@ unsafe fn capture(base: *mut u8, uc: *const libc::ucontext_t, start: u64) {
         Ordering::AcqRel,
         Ordering::Acquire,
     );
+}
+
+/// Copies up to `len` bytes of this process's memory at `from` to `to`, and
+/// returns how many it copied. The range is where the stack should be, but
+/// the kernel joins a thread's stack with adjacent anonymous mappings, and
+/// another thread may unmap such a neighbour at any moment: a plain copy
+/// could fault, and a fault in this handler kills the process. So the copy
+/// goes through `process_vm_readv` on our own pid, which stops at the first
+/// page that is not there instead of faulting, one page per iovec so that a
+/// partial read keeps every page before the hole.
+///
+/// # Safety
+///
+/// `to` must be valid for writes of `len` bytes.
+unsafe fn copy_own_memory(from: u64, to: *mut u8, len: usize) -> usize {
+    const PAGE: usize = 4096;
+    const CHUNKS: usize = STACK_CAP / PAGE + 1;
+    let mut remote = [libc::iovec {
+        iov_base: ptr::null_mut(),
+        iov_len: 0,
+    }; CHUNKS];
+    let mut n = 0;
+    let mut at = from as usize;
+    let stop = at.saturating_add(len);
+    while at < stop && n < CHUNKS {
+        let next = ((at / PAGE) + 1) * PAGE;
+        let chunk_end = next.min(stop);
+        remote[n] = libc::iovec {
+            iov_base: at as *mut libc::c_void,
+            iov_len: chunk_end - at,
+        };
+        n += 1;
+        at = chunk_end;
+    }
+    let local = libc::iovec {
+        iov_base: to.cast(),
+        iov_len: len,
+    };
+    // SAFETY: process_vm_readv only reads our own memory into `local`
+    // (valid per the caller); it fails or stops early on unmapped pages.
+    let got = unsafe {
+        libc::process_vm_readv(
+            libc::getpid(),
+            &local,
+            1,
+            remote.as_ptr(),
+            n as libc::c_ulong,
+            0,
+        )
+    };
+    if got < 0 { 0 } else { got as usize }
 }
 
 /// pc, sp, frame pointer and link register of the interrupted context.
