@@ -22,12 +22,14 @@
 mod args;
 mod control;
 mod heartbeat;
+mod os;
 mod rng;
 mod started;
 
 pub use args::flag;
 pub use control::{Control, check_workers};
 pub use heartbeat::Heartbeat;
+pub use os::{Ticker, Tid, gettid, thread_state, wait_sleeping};
 pub use rng::XorShift;
 pub use started::Started;
 

@@ -4,8 +4,11 @@
 //!
 //! The CLI is looked up next to this test binary (`target/debug/delouse`,
 //! built by `cargo build -p delouse-cli`) or at `$DELOUSE_BIN`. Tests run
-//! one at a time (see `util::serial`).
+//! one at a time (see `util::serial`). The tests of `delouse threads` are
+//! in `threads/`.
 
+mod elf_crash;
+mod threads;
 mod util;
 
 use std::time::{Duration, Instant};
@@ -78,6 +81,8 @@ fn targets_answer_their_control_commands() {
         ("blocked", "blocks_started"),
         ("current_thread", "wakes"),
         ("plain", "tasks"),
+        ("threads", "sleeper_tid"),
+        ("stress", "malloc"),
     ];
     for (name, stat) in targets {
         let mut target = Target::launch(name, &util::bin_path(name), &[], None, Wait::Ready);

@@ -39,6 +39,8 @@ pub fn bin_path(name: &str) -> PathBuf {
         "blocked" => env!("CARGO_BIN_EXE_blocked"),
         "current_thread" => env!("CARGO_BIN_EXE_current_thread"),
         "plain" => env!("CARGO_BIN_EXE_plain"),
+        "threads" => env!("CARGO_BIN_EXE_threads"),
+        "stress" => env!("CARGO_BIN_EXE_stress"),
         other => panic!("no target program named '{other}'"),
     })
 }
@@ -230,6 +232,11 @@ impl Target {
         Stats::parse(&self.send("stats"))
     }
 
+    /// Sends a command that answers `key=value ...`.
+    pub fn send_stats(&mut self, command: &str) -> Stats {
+        Stats::parse(&self.send(command))
+    }
+
     /// Polls `stats` until `done` holds or `timeout` passes; returns the last
     /// stats.
     pub fn wait_stats(&mut self, timeout: Duration, done: impl Fn(&Stats) -> bool) -> Stats {
@@ -270,6 +277,19 @@ impl Target {
         }
     }
 
+    /// How the target ended, if it has: `None` while it runs.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("wait for the target")
+    }
+
+    /// Panics, saying how the target ended, if it is not running any more
+    /// (`after` says what happened before).
+    pub fn assert_running(&mut self, after: &str) {
+        if let Some(status) = self.exited() {
+            panic!("{} ended ({}) {after}", self.name, describe_status(status));
+        }
+    }
+
     /// Kills the target with SIGKILL (no exit hooks run) and reaps it.
     pub fn kill9(&mut self) {
         let pid = libc::pid_t::try_from(self.pid()).expect("pid fits pid_t");
@@ -289,6 +309,33 @@ impl Drop for Target {
         }
         let _ = self.child.wait();
     }
+}
+
+/// An exit status in words: `exit code 1`, `killed by signal 11 (SIGSEGV),
+/// core dumped`.
+pub fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        return format!("exit code {code}");
+    }
+    let Some(signal) = status.signal() else {
+        return format!("{status:?}");
+    };
+    let name = match signal {
+        libc::SIGSEGV => " (SIGSEGV)",
+        libc::SIGBUS => " (SIGBUS)",
+        libc::SIGABRT => " (SIGABRT)",
+        libc::SIGKILL => " (SIGKILL)",
+        libc::SIGILL => " (SIGILL)",
+        s if (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&s) => " (a real-time signal)",
+        _ => "",
+    };
+    let core = if status.core_dumped() {
+        ", core dumped"
+    } else {
+        ""
+    };
+    format!("killed by signal {signal}{name}{core}")
 }
 
 /// An answer to `check`: `alive <n> of <total> heartbeat_max_gap_ms=<g> ...`.

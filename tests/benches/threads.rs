@@ -1,0 +1,268 @@
+//! `delouse threads` against gdb's `thread apply all bt`, side by side in
+//! one run, on the `threads` target with `--threads 200` (about 210 OS
+//! threads, release build): wall time of each, how long each held the
+//! process up (the longest gap of the target's 1 ms ticker thread while it
+//! ran: gdb stops every thread for its whole run), the agent's longest time
+//! in its signal handler, and the target's resident memory before and after
+//! 20 dumps.
+//!
+//! Goals: ≥10× faster than gdb, no thread over 1 ms in the handler, RSS
+//! growth under 2 MB after 20 dumps.
+//!
+//! Run: `scripts/bench` (builds the release CLI first), or
+//! `cargo build --release -p delouse-cli && cargo bench -p delouse-tests --bench threads`.
+
+#[allow(dead_code, reason = "shared with the integration tests")]
+#[path = "../tests/util/mod.rs"]
+mod util;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use util::{Target, cli_path};
+
+const EXTRA_THREADS: usize = 200;
+const RUNS: usize = 5;
+const GDB_RUNS: usize = 3;
+const RSS_DUMPS: usize = 20;
+
+/// `VmRSS` and `VmHWM` of `pid`, in kB.
+fn memory_kb(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn mb(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+/// The ticker's longest gap since the previous call, in ms.
+fn take_gap_ms(target: &mut Target) -> f64 {
+    let stats = target.send_stats("gap");
+    stats.num("ticker_max_gap_us") as f64 / 1000.0
+}
+
+/// Wall time of `delouse threads <pid>` (text to /dev/null), in ms.
+fn delouse_wall_ms(pid: u32) -> f64 {
+    let start = Instant::now();
+    let status = Command::new(cli_path())
+        .args(["threads", &pid.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("run delouse");
+    assert!(status.success(), "delouse threads failed: {status}");
+    start.elapsed().as_secs_f64() * 1e3
+}
+
+fn delouse_json(pid: u32) -> serde_json::Value {
+    let out = Command::new(cli_path())
+        .args(["threads", &pid.to_string(), "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run delouse");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// One gdb run: wall ms and the number of frames it printed, or why not.
+fn gdb_run(pid: u32) -> Result<(f64, usize), String> {
+    let start = Instant::now();
+    let out = Command::new("gdb")
+        .args([
+            "-batch",
+            "-nx",
+            "-p",
+            &pid.to_string(),
+            "-ex",
+            "thread apply all bt",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run gdb: {e}"))?;
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let frames = text.lines().filter(|l| l.starts_with('#')).count();
+    if frames == 0 {
+        return Err(format!(
+            "gdb printed no frames ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" / ")
+        ));
+    }
+    Ok((ms, frames))
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+fn main() {
+    let mut target = Target::start("threads", &["--threads", &EXTRA_THREADS.to_string()]);
+    let pid = target.pid();
+    std::thread::sleep(Duration::from_millis(300));
+    let (rss_before, hwm_before) = memory_kb(pid);
+
+    // The first dump also sets up the agent's signal and arena.
+    let first = delouse_json(pid);
+    let threads = first["threads"].as_array().map_or(0, Vec::len);
+    let answered = first["threads"]
+        .as_array()
+        .map_or(0, |t| t.iter().filter(|t| t["stack"] == "frames").count());
+    let delouse_frames: usize = first["threads"].as_array().map_or(0, |t| {
+        t.iter()
+            .map(|t| t["frames"].as_array().map_or(0, Vec::len))
+            .sum()
+    });
+
+    let mut walls = Vec::new();
+    let mut stalls = Vec::new();
+    for _ in 0..RUNS {
+        take_gap_ms(&mut target);
+        walls.push(delouse_wall_ms(pid));
+        stalls.push(take_gap_ms(&mut target));
+    }
+    let (wall, delouse_stall) = (median(walls), median(stalls));
+
+    let mut max_handler_us = 0f64;
+    let mut agent_ms = Vec::new();
+    let mut exchange_ms = Vec::new();
+    let mut symbolize_ms = Vec::new();
+    for _ in 0..RSS_DUMPS {
+        let json = delouse_json(pid);
+        max_handler_us = max_handler_us.max(json["max_handler_us"].as_f64().unwrap_or(f64::NAN));
+        agent_ms.push(json["agent_elapsed_ms"].as_f64().unwrap_or(f64::NAN));
+        exchange_ms.push(json["timings"]["exchange_ms"].as_f64().unwrap_or(f64::NAN));
+        symbolize_ms.push(json["timings"]["symbolize_ms"].as_f64().unwrap_or(f64::NAN));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let (rss_after, hwm_after) = memory_kb(pid);
+    target.assert_alive();
+
+    println!(
+        "target: `threads --threads {EXTRA_THREADS}`, {threads} OS threads, {answered} answered; \
+         {} dumps in all",
+        1 + RUNS + RSS_DUMPS
+    );
+    println!(
+        "{:<30} {:>12} {:>12} {:>12}   goal",
+        "", "delouse", "gdb", "gdb/delouse"
+    );
+
+    let gdb = if Command::new("gdb").arg("--version").output().is_ok() {
+        let mut walls = Vec::new();
+        let mut stalls = Vec::new();
+        let mut frames = 0;
+        let mut failed = None;
+        for _ in 0..GDB_RUNS {
+            take_gap_ms(&mut target);
+            match gdb_run(pid) {
+                Ok((ms, f)) => {
+                    walls.push(ms);
+                    frames = f;
+                    stalls.push(take_gap_ms(&mut target));
+                }
+                Err(why) => {
+                    failed = Some(why);
+                    break;
+                }
+            }
+        }
+        target.assert_alive();
+        match failed {
+            None => Some((median(walls), median(stalls), frames)),
+            Some(why) => {
+                println!("gdb skipped: {why}");
+                None
+            }
+        }
+    } else {
+        println!("gdb skipped: not installed");
+        None
+    };
+
+    let ratio = |d: f64, g: f64| format!("{:.1}×", g / d);
+    match gdb {
+        Some((gdb_wall, gdb_stall, gdb_frames)) => {
+            println!(
+                "{:<30} {:>12.1} {:>12.1} {:>12}   ≥10× faster: {}",
+                format!("wall ms (median of {RUNS} / {GDB_RUNS})"),
+                wall,
+                gdb_wall,
+                ratio(wall, gdb_wall),
+                verdict(gdb_wall / wall >= 10.0)
+            );
+            println!(
+                "{:<30} {:>12.1} {:>12.1} {:>12}",
+                "ticker held up ms (median)",
+                delouse_stall,
+                gdb_stall,
+                ratio(delouse_stall, gdb_stall)
+            );
+            println!(
+                "{:<30} {:>12} {:>12}",
+                "frames printed", delouse_frames, gdb_frames
+            );
+        }
+        None => {
+            println!(
+                "{:<30} {:>12.1}",
+                format!("wall ms (median of {RUNS})"),
+                wall
+            );
+            println!("{:<30} {:>12.1}", "ticker held up ms", delouse_stall);
+            println!("{:<30} {:>12}", "frames printed", delouse_frames);
+        }
+    }
+    println!(
+        "{:<30} {:>12.1} {:>12} {:>12}   ≤1000 µs: {}",
+        format!("max handler µs ({RSS_DUMPS} dumps)"),
+        max_handler_us,
+        "",
+        "",
+        verdict(max_handler_us <= 1000.0)
+    );
+    let growth = rss_after as i64 - rss_before as i64;
+    println!(
+        "{:<30} {:>5.1} → {:>5.1} ({:+.2})   < 2 MB: {}",
+        format!("target RSS MB, {RSS_DUMPS}+ dumps"),
+        mb(rss_before),
+        mb(rss_after),
+        growth as f64 / 1024.0,
+        verdict(growth < 2048)
+    );
+    println!(
+        "{:<30} {:>5.1} → {:>5.1}",
+        "target peak RSS (VmHWM) MB",
+        mb(hwm_before),
+        mb(hwm_after)
+    );
+    println!(
+        "delouse medians over {RSS_DUMPS} --json dumps: agent {:.1} ms, exchange {:.1} ms, \
+         symbolize {:.1} ms; wall: `delouse threads <pid>` text to /dev/null; ticker held up: \
+         longest gap of a thread sleeping 1 ms in a loop, during the run",
+        median(agent_ms),
+        median(exchange_ms),
+        median(symbolize_ms)
+    );
+}
