@@ -211,16 +211,7 @@ impl Shared {
     }
 
     pub(crate) fn runtime_infos(&self) -> Vec<RuntimeInfo> {
-        let dump_supported = cfg!(all(
-            tokio_unstable,
-            target_os = "linux",
-            any(
-                target_arch = "aarch64",
-                target_arch = "x86",
-                target_arch = "x86_64",
-                target_arch = "s390x"
-            )
-        ));
+        let dump_supported = crate::TOKIO_DUMPS;
         self.lock_runtimes()
             .iter()
             .map(|r| {

@@ -83,16 +83,7 @@ pub(crate) fn build(shared: &Shared) -> BuildInfo {
     BuildInfo {
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         tokio_unstable: cfg!(tokio_unstable),
-        taskdump: cfg!(all(
-            tokio_unstable,
-            target_os = "linux",
-            any(
-                target_arch = "aarch64",
-                target_arch = "x86",
-                target_arch = "x86_64",
-                target_arch = "s390x"
-            )
-        )),
+        taskdump: crate::TOKIO_DUMPS,
         traces,
         debug_assertions: cfg!(debug_assertions),
         target: format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),

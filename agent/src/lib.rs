@@ -2,54 +2,56 @@
 #![deny(missing_docs)]
 
 mod builder;
-// Task traces and whole-runtime dumps need tokio's `runtime::dump`, which
-// exists only under `--cfg tokio_unstable` on these platforms (the agent
-// turns on tokio's `taskdump` feature there, see Cargo.toml).
-#[cfg(all(
-    tokio_unstable,
-    target_os = "linux",
-    any(
-        target_arch = "aarch64",
-        target_arch = "x86",
-        target_arch = "x86_64",
-        target_arch = "s390x"
-    )
-))]
-mod capture;
-#[cfg(not(all(
-    tokio_unstable,
-    target_os = "linux",
-    any(
-        target_arch = "aarch64",
-        target_arch = "x86",
-        target_arch = "x86_64",
-        target_arch = "s390x"
-    )
-)))]
-#[path = "unsupported.rs"]
-mod capture;
-#[cfg(all(
-    tokio_unstable,
-    target_os = "linux",
-    any(
-        target_arch = "aarch64",
-        target_arch = "x86",
-        target_arch = "x86_64",
-        target_arch = "s390x"
-    )
-))]
-mod whole;
-#[cfg(not(all(
-    tokio_unstable,
-    target_os = "linux",
-    any(
-        target_arch = "aarch64",
-        target_arch = "x86",
-        target_arch = "x86_64",
-        target_arch = "s390x"
-    )
-)))]
-use capture as whole;
+
+/// Items built only where tokio has `runtime::dump`: `--cfg tokio_unstable`
+/// on Linux x86, x86_64, aarch64 and s390x (the agent turns on tokio's
+/// `taskdump` feature there, see Cargo.toml), and their stand-ins elsewhere.
+macro_rules! where_tokio_dumps {
+    (yes { $($yes:item)* } no { $($no:item)* }) => {
+        $(
+            #[cfg(all(
+                tokio_unstable,
+                target_os = "linux",
+                any(
+                    target_arch = "aarch64",
+                    target_arch = "x86",
+                    target_arch = "x86_64",
+                    target_arch = "s390x"
+                )
+            ))]
+            $yes
+        )*
+        $(
+            #[cfg(not(all(
+                tokio_unstable,
+                target_os = "linux",
+                any(
+                    target_arch = "aarch64",
+                    target_arch = "x86",
+                    target_arch = "x86_64",
+                    target_arch = "s390x"
+                )
+            )))]
+            $no
+        )*
+    };
+}
+
+where_tokio_dumps! {
+    yes {
+        mod capture;
+        mod whole;
+        /// Whether tokio can trace tasks in this build.
+        const TOKIO_DUMPS: bool = true;
+    }
+    no {
+        #[path = "unsupported.rs"]
+        mod capture;
+        use capture as whole;
+        const TOKIO_DUMPS: bool = false;
+    }
+}
+
 mod collect;
 mod crash;
 mod exclusive;
