@@ -22,6 +22,10 @@ use crate::procfs;
 
 /// Longest wait for threads to answer the signal.
 const MAX_WAIT: Duration = Duration::from_secs(1);
+/// Threads signalled at once.
+const WAVE: usize = 8;
+/// How long a wave may keep the next waiting.
+const WAVE_WAIT: Duration = Duration::from_millis(5);
 
 static SAMPLING: AtomicBool = AtomicBool::new(false);
 
@@ -66,13 +70,21 @@ pub(crate) async fn dump(shared: &Shared, deadline: Instant) -> Response {
             "cannot map memory for the stack copies",
         ));
     };
-    let sent = targets
-        .iter()
-        .filter(|&&tid| signal::tgkill(tid, sig))
-        .count();
-
     let budget = deadline.saturating_duration_since(start) / 2;
     let until = start + budget.min(MAX_WAIT);
+
+    // Signal in small waves: two hundred threads woken at once on a few
+    // cores would each wait for a CPU inside the handler, holding them all
+    // up for milliseconds. A wave that does not answer within WAVE_WAIT
+    // (threads stopped or in uninterruptible sleep) does not hold the next.
+    let mut sent = 0;
+    for wave in targets.chunks(WAVE) {
+        sent += wave.iter().filter(|&&tid| signal::tgkill(tid, sig)).count();
+        let wave_end = Instant::now() + WAVE_WAIT;
+        while capture.answered() < sent && Instant::now() < wave_end.min(until) {
+            std::thread::yield_now();
+        }
+    }
     // Threads that exit after the signal was sent never answer: count them
     // now and then, so they do not hold the answer until the deadline.
     let mut gone = 0;
