@@ -9,57 +9,28 @@
 //! Run: `scripts/bench` (builds the release CLI first), or
 //! `cargo build --release -p delouse-cli && cargo bench -p delouse-tests --bench tasks`.
 
+mod common;
 #[allow(dead_code, reason = "shared with the integration tests")]
 #[path = "../tests/util/mod.rs"]
 mod util;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use util::{Target, cli_path};
+use common::{cli_json, cli_wall_ms, median, memory_kb};
+use util::Target;
 
 const RUNS: usize = 5;
 
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn tasks_wall_ms(pid: u32) -> f64 {
-    let start = Instant::now();
-    let status = Command::new(cli_path())
-        .args(["tasks", &pid.to_string(), "--timeout", "60s"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .expect("run delouse");
-    assert!(status.success(), "delouse tasks failed: {status}");
-    start.elapsed().as_secs_f64() * 1e3
+    cli_wall_ms(&["tasks", &pid.to_string(), "--timeout", "60s"])
 }
 
 fn tasks_json(pid: u32) -> serde_json::Value {
-    let out = Command::new(cli_path())
-        .args(["tasks", &pid.to_string(), "--json", "--timeout", "60s"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run delouse");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
+    cli_json(&["tasks", &pid.to_string(), "--timeout", "60s"])
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    memory_kb(pid).0
 }
 
 fn field(line: &str, key: &str) -> f64 {

@@ -12,6 +12,7 @@
 //! Run: `scripts/bench` (builds the release CLI first), or
 //! `cargo build --release -p delouse-cli && cargo bench -p delouse-tests --bench threads`.
 
+mod common;
 #[allow(dead_code, reason = "shared with the integration tests")]
 #[path = "../tests/util/mod.rs"]
 mod util;
@@ -19,30 +20,13 @@ mod util;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{Target, cli_path};
+use common::{cli_json, cli_wall_ms, median, memory_kb};
+use util::Target;
 
 const EXTRA_THREADS: usize = 200;
 const RUNS: usize = 5;
 const GDB_RUNS: usize = 3;
 const RSS_DUMPS: usize = 20;
-
-/// `VmRSS` and `VmHWM` of `pid`, in kB.
-fn memory_kb(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
@@ -56,29 +40,11 @@ fn take_gap_ms(target: &mut Target) -> f64 {
 
 /// Wall time of `delouse threads <pid>` (text to /dev/null), in ms.
 fn delouse_wall_ms(pid: u32) -> f64 {
-    let start = Instant::now();
-    let status = Command::new(cli_path())
-        .args(["threads", &pid.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .expect("run delouse");
-    assert!(status.success(), "delouse threads failed: {status}");
-    start.elapsed().as_secs_f64() * 1e3
+    cli_wall_ms(&["threads", &pid.to_string()])
 }
 
 fn delouse_json(pid: u32) -> serde_json::Value {
-    let out = Command::new(cli_path())
-        .args(["threads", &pid.to_string(), "--json"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run delouse");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
+    cli_json(&["threads", &pid.to_string()])
 }
 
 /// One gdb run: wall ms and the number of frames it printed, or why not.

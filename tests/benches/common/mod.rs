@@ -1,0 +1,54 @@
+//! What the benchmarks share: running the CLI, reading a target's memory,
+//! and medians.
+
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use crate::util::cli_path;
+
+/// Wall time of `delouse <args>` with its output thrown away, in ms.
+pub fn cli_wall_ms(args: &[&str]) -> f64 {
+    let start = Instant::now();
+    let status = Command::new(cli_path())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("run delouse");
+    assert!(status.success(), "delouse {args:?} failed: {status}");
+    start.elapsed().as_secs_f64() * 1e3
+}
+
+/// The JSON `delouse <args> --json` prints.
+pub fn cli_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(cli_path())
+        .args(args)
+        .arg("--json")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run delouse");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// `VmRSS` and `VmHWM` of `pid`, in kB.
+pub fn memory_kb(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
