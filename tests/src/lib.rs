@@ -35,6 +35,14 @@ pub use started::Started;
 
 use std::io::Write;
 
+use tokio::sync::mpsc;
+
+/// `n` channels nobody will send to: the senders, to keep alive so that the
+/// receivers wait for good, and the receivers, one per waiting task.
+pub fn idle_channels(n: usize) -> (Vec<mpsc::Sender<u64>>, Vec<mpsc::Receiver<u64>>) {
+    (0..n).map(|_| mpsc::channel(1)).unzip()
+}
+
 /// Prints `ready <pid>` on stdout and flushes it.
 pub fn ready() {
     let mut out = std::io::stdout().lock();

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use delouse_tests::{Control, Heartbeat, Started, flag, init_agent};
+use delouse_tests::{Control, Heartbeat, Started, flag, idle_channels, init_agent};
 use tokio::sync::mpsc;
 
 #[derive(Default)]
@@ -30,10 +30,8 @@ async fn main() {
     clock.spawn_untraced();
 
     let started = Started::new();
-    let mut senders = Vec::with_capacity(tasks);
-    for _ in 0..tasks {
-        let (tx, rx) = mpsc::channel::<u64>(1);
-        senders.push(tx);
+    let (senders, receivers) = idle_channels(tasks);
+    for rx in receivers {
         delouse::spawn(idle(rx, started.clone()));
     }
     started.all(tasks).await;

@@ -10,7 +10,7 @@
 //! answers `selfdump_ms=<dump+resolve> dump_ms=<dump> tasks=<n>`. It is safe
 //! here only because every task is parked and the run queues are empty.
 
-use delouse_tests::{Control, Heartbeat, Started, flag, init_agent};
+use delouse_tests::{Control, Heartbeat, Started, flag, idle_channels, init_agent};
 use tokio::sync::mpsc;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -22,10 +22,8 @@ async fn main() {
     clock.spawn_untraced();
 
     let started = Started::new();
-    let mut senders = Vec::with_capacity(tasks);
-    for _ in 0..tasks {
-        let (tx, rx) = mpsc::channel::<u64>(1);
-        senders.push(tx);
+    let (senders, receivers) = idle_channels(tasks);
+    for rx in receivers {
         delouse::spawn(leaked_request(rx, started.clone())); // TRACE-MARK: leak-spawn
     }
     started.all(tasks).await;

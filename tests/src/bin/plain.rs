@@ -5,7 +5,7 @@
 //! Multi-thread runtime with 2 workers, an untraced heartbeat.
 //! `stats`: `tasks=N`.
 
-use delouse_tests::{Control, Heartbeat, Started, flag, init_agent};
+use delouse_tests::{Control, Heartbeat, Started, flag, idle_channels, init_agent};
 use tokio::sync::mpsc;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -17,10 +17,8 @@ async fn main() {
     clock.spawn_untraced();
 
     let started = Started::new();
-    let mut senders = Vec::with_capacity(tasks);
-    for _ in 0..tasks {
-        let (tx, rx) = mpsc::channel::<u64>(1);
-        senders.push(tx);
+    let (senders, receivers) = idle_channels(tasks);
+    for rx in receivers {
         tokio::spawn(plain_waiter(rx, started.clone()));
     }
     started.all(tasks).await;
