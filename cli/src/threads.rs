@@ -103,6 +103,96 @@ pub struct ThreadView<'a> {
     pub role: Role,
     /// Its logical frames, innermost first (empty without a stack).
     pub frames: Vec<StackFrame>,
+    /// How the walk of its stack ended.
+    pub end: WalkEnd,
+}
+
+/// How a stack walk ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalkEnd {
+    /// At the function a thread starts in (`clone3`, `_start`, ...), or
+    /// there is no stack.
+    Complete,
+    /// The agent's unwinder stopped early: no unwind information, a frame
+    /// outside every module, an unreadable stack or the frame limit.
+    Stopped,
+    /// The walk ended as if complete, but not at a thread's start: in code
+    /// without unwind information that the unwinder took for the outermost
+    /// frame, so outer frames may be missing.
+    Unrooted,
+    /// Interrupted inside the C++/Rust unwinder (libgcc's `_Unwind_Resume`
+    /// and kin), which, to jump to a landing pad, writes the registers it
+    /// will restore over its own frame: the frames past it may be wrong.
+    InUnwinder,
+}
+
+impl WalkEnd {
+    /// Whether frames may be missing or wrong.
+    pub fn cut_short(self) -> bool {
+        self != WalkEnd::Complete
+    }
+
+    /// The JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WalkEnd::Complete => "complete",
+            WalkEnd::Stopped => "stopped",
+            WalkEnd::Unrooted => "unrooted",
+            WalkEnd::InUnwinder => "in unwinder",
+        }
+    }
+}
+
+/// The unwinder's entry points that end by installing a landing pad's
+/// registers over their own frame.
+const UNWINDER_ENTRIES: &[&str] = &[
+    "_Unwind_Resume",
+    "_Unwind_RaiseException",
+    "_Unwind_ForcedUnwind",
+    "_Unwind_Resume_or_Rethrow",
+];
+
+/// Functions the outermost frame of a thread is in: where the C library
+/// starts the main thread and new threads (glibc, musl).
+const THREAD_ROOTS: &[&str] = &[
+    "_start",
+    "_start_c",
+    "__libc_start_main",
+    "__libc_start_call_main",
+    "clone",
+    "clone3",
+    "__clone",
+    "__clone3",
+    "__clone_internal",
+    "start_thread",
+];
+
+fn is_thread_root(function: &str) -> bool {
+    let f = function.strip_prefix("__GI_").unwrap_or(function);
+    THREAD_ROOTS.contains(&f)
+}
+
+/// How the walk of `stack` ended, given its frames.
+pub fn walk_end(stack: &ThreadStack, frames: &[StackFrame]) -> WalkEnd {
+    match stack {
+        ThreadStack::Frames {
+            truncated: true, ..
+        } => WalkEnd::Stopped,
+        ThreadStack::Frames { .. } => {
+            if frames
+                .iter()
+                .take(3)
+                .any(|f| UNWINDER_ENTRIES.contains(&f.frame.function.as_str()))
+            {
+                return WalkEnd::InUnwinder;
+            }
+            match frames.last() {
+                Some(f) if !is_thread_root(&f.frame.function) => WalkEnd::Unrooted,
+                _ => WalkEnd::Complete,
+            }
+        }
+        _ => WalkEnd::Complete,
+    }
 }
 
 /// How the threads of a dump answered.
@@ -346,6 +436,7 @@ pub fn views<'a>(
             ThreadView {
                 thread,
                 role: role(thread, main_tid, &frames),
+                end: walk_end(&thread.stack, &frames),
                 frames,
             }
         })
@@ -562,6 +653,10 @@ pub(crate) mod tests {
                     300,
                 )],
                 0xa000 => vec![f("app::work", "/app/src/work.rs", 3)],
+                // Where threads start.
+                0xb000 => vec![f("clone3", "/glibc/clone3.S", 81)],
+                0xc000 => vec![f("_start", "/glibc/start.S", 115)],
+                0xd000 => vec![f("_Unwind_Resume", "/gcc/unwind.inc", 241)],
                 _ => vec![symbolize::unresolved(a, None)],
             },
             Address::Interrupted(a) => vec![symbolize::unresolved(a, None)],
@@ -592,7 +687,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn sample_dump() -> ThreadDump {
-        let mut main = thread(100, "app", frames(&[0x100, 0x1001, 0x5001]));
+        let mut main = thread(100, "app", frames(&[0x100, 0x1001, 0x5001, 0xc001]));
         main.syscall = Some(202);
         let mut agent = thread(
             101,
@@ -604,12 +699,12 @@ pub(crate) mod tests {
         let w1 = thread(
             102,
             "tokio-rt-worker",
-            frames(&[0x100, 0x1001, 0x2001, 0x3001, 0x4001]),
+            frames(&[0x100, 0x1001, 0x2001, 0x3001, 0x4001, 0xb001]),
         );
         let w2 = thread(
             103,
             "tokio-rt-worker",
-            frames(&[0x100, 0x1001, 0x2001, 0x3001, 0x4001]),
+            frames(&[0x100, 0x1001, 0x2001, 0x3001, 0x4001, 0xb001]),
         );
         let mut busy = thread(
             104,
@@ -640,6 +735,49 @@ pub(crate) mod tests {
     fn role_of(stack: &[u64], name: &str, tid: u32) -> Role {
         let t = thread(tid, name, frames(stack));
         fake_views(&[&t])[0].role
+    }
+
+    fn end_of(stack: ThreadStack) -> WalkEnd {
+        let t = thread(7, "x", stack);
+        fake_views(&[&t])[0].end
+    }
+
+    #[test]
+    fn walks_are_complete_only_at_a_thread_start() {
+        assert_eq!(end_of(frames(&[0x100, 0x1001, 0xb001])), WalkEnd::Complete);
+        assert_eq!(end_of(frames(&[0x100, 0x5001, 0xc001])), WalkEnd::Complete);
+        assert_eq!(
+            end_of(frames(&[0x100, 0x1001])),
+            WalkEnd::Unrooted,
+            "ends in Condvar::wait: outer frames missing"
+        );
+        assert_eq!(
+            end_of(frames(&[0x100, 0xdead1])),
+            WalkEnd::Unrooted,
+            "ends in an unknown function"
+        );
+        assert_eq!(
+            end_of(ThreadStack::Frames {
+                addresses: vec![0x100, 0xb001],
+                truncated: true
+            }),
+            WalkEnd::Stopped,
+            "the agent's word wins"
+        );
+        assert_eq!(end_of(frames(&[])), WalkEnd::Complete, "no frames at all");
+        assert_eq!(
+            end_of(frames(&[0x150, 0xd001, 0x5001, 0xc001])),
+            WalkEnd::InUnwinder,
+            "rooted, but past a landing pad being installed"
+        );
+        assert_eq!(
+            end_of(frames(&[0x100, 0x1001, 0x2001, 0xd001, 0xc001])),
+            WalkEnd::Complete,
+            "the unwinder deeper down is a frame like any other"
+        );
+        assert_eq!(end_of(ThreadStack::NoAnswer), WalkEnd::Complete);
+        assert!(is_thread_root("__GI___clone3"));
+        assert!(!is_thread_root("clone3_helper"));
     }
 
     #[test]
@@ -743,7 +881,7 @@ pub(crate) mod tests {
         let addrs = distinct_addresses(&all);
         let unique: HashSet<_> = addrs.iter().collect();
         assert_eq!(unique.len(), addrs.len());
-        assert_eq!(addrs.len(), 8, "{addrs:x?}");
+        assert_eq!(addrs.len(), 10, "{addrs:x?}");
     }
 
     #[test]

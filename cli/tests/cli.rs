@@ -303,15 +303,7 @@ fn ps_ignores_and_cleans_stale_sockets() {
     let dir = tempfile::tempdir().unwrap();
     let dead = dir.path().join(format!("{}.sock", unused_pid()));
     drop(UnixListener::bind(&dead).unwrap());
-    let run = |args: &[&str]| {
-        Command::new(BIN)
-            .args(args)
-            .env("DELOUSE_SOCKET_DIR", dir.path())
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| delouse_in(dir.path(), args);
 
     let out = run(&["ps", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -819,10 +811,15 @@ fn mkfifo(path: &Path) {
 }
 
 /// `delouse <args>` with `DELOUSE_SOCKET_DIR` set (for `ps`).
+/// Runs the CLI with `dir` as its socket directory and as `TMPDIR`, so that
+/// the fallback directories it also looks in (`$TMPDIR/delouse-<uid>`) hold
+/// none of the machine's real sockets.
 fn delouse_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
         .env("DELOUSE_SOCKET_DIR", dir)
+        .env("TMPDIR", dir)
+        .env_remove("XDG_RUNTIME_DIR")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .output()

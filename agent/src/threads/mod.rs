@@ -59,6 +59,10 @@ pub(crate) async fn dump(shared: &Shared, deadline: Instant) -> Response {
     };
     let me = signal::gettid();
     let infos = read_threads(sig);
+    // The unwind tables before the signals, so that a library a thread is
+    // interrupted in and that is unloaded right after is still known; one
+    // loaded meanwhile is looked for again after the capture.
+    let mut stacks = unwind::Stacks::new();
     let targets: Vec<u32> = infos
         .iter()
         .filter(|t| !t.blocks && t.tid != me)
@@ -101,7 +105,7 @@ pub(crate) async fn dump(shared: &Shared, deadline: Instant) -> Response {
     }
     let saved = capture.finish();
 
-    let mut stacks = unwind::Stacks::new();
+    let mut later: Option<unwind::Stacks> = None;
     let mut max_handler_ns = 0;
     let threads = infos
         .into_iter()
@@ -112,7 +116,13 @@ pub(crate) async fn dump(shared: &Shared, deadline: Instant) -> Response {
                 ThreadStack::SignalsBlocked
             } else if let Some((_, s)) = saved.iter().find(|(tid, _)| *tid == info.tid) {
                 max_handler_ns = max_handler_ns.max(s.handler_ns);
-                let (addresses, truncated) = stacks.unwind(s);
+                let (mut addresses, mut truncated) = stacks.unwind(s);
+                if truncated && !stacks.covers(&addresses) {
+                    let again = later.get_or_insert_with(unwind::Stacks::new).unwind(s);
+                    if !again.1 || again.0.len() > addresses.len() {
+                        (addresses, truncated) = again;
+                    }
+                }
                 ThreadStack::Frames {
                     addresses,
                     truncated,

@@ -28,6 +28,10 @@ const PF_X: u32 = 1;
 pub(crate) struct Stacks {
     unwinder: Arch<Vec<u8>>,
     cache: Cache,
+    /// The code ranges of the modules loaded, sorted: a frame outside all
+    /// of them (a library loaded after the table was read, JIT code) was
+    /// unwound by guesswork, so the walk is marked as possibly cut short.
+    code: Vec<std::ops::Range<u64>>,
 }
 
 struct Phdr {
@@ -42,20 +46,34 @@ impl Stacks {
     /// Loads the unwind tables of every module mapped now.
     pub(crate) fn new() -> Stacks {
         let mut unwinder = Arch::new();
+        let mut code = Vec::new();
         if let (Ok(mem), Ok(maps)) = (
             File::open("/proc/self/mem"),
             std::fs::read_to_string("/proc/self/maps"),
         ) {
             for (name, base) in module_bases(&maps) {
                 if let Some(module) = load_module(&mem, name, base) {
+                    code.push(module.avma_range());
                     unwinder.add_module(module);
                 }
             }
         }
+        code.sort_by_key(|r| r.start);
         Stacks {
             unwinder,
             cache: Cache::new(),
+            code,
         }
+    }
+
+    /// Whether every frame lies in the code of a module loaded: the
+    /// interrupted pc as is, return addresses less one (the call).
+    pub(crate) fn covers(&self, frames: &[u64]) -> bool {
+        frames.iter().enumerate().all(|(i, &a)| {
+            let a = if i == 0 { a } else { a.wrapping_sub(1) };
+            let i = self.code.partition_point(|r| r.start <= a);
+            i > 0 && self.code[i - 1].contains(&a)
+        })
     }
 
     /// The thread's frames, innermost first (the interrupted pc, then return
@@ -83,7 +101,10 @@ impl Stacks {
             match iter.next() {
                 Ok(Some(FrameAddress::InstructionPointer(pc))) => frames.push(pc),
                 Ok(Some(FrameAddress::ReturnAddress(ra))) => frames.push(ra.get()),
-                Ok(None) => return (frames, false),
+                Ok(None) => {
+                    let cut = !self.covers(&frames);
+                    return (frames, cut);
+                }
                 Err(_) => return (frames, true),
             }
             if frames.len() >= MAX_FRAMES {

@@ -14,7 +14,7 @@ use crate::format::{cpu_time, precise_ms, precise_us};
 use crate::kernel;
 use crate::paths;
 use crate::sanitize::escape;
-use crate::threads::{Counts, StackFrame, ThreadView, name_prefix};
+use crate::threads::{Counts, StackFrame, ThreadView, WalkEnd, name_prefix};
 
 /// Thread ids shown in a group's header before "… +N".
 const TIDS_SHOWN: usize = 8;
@@ -160,8 +160,27 @@ fn stack_text(out: &mut String, v: &ThreadView<'_>, paint: Paint, cwd: Option<&P
                     frame_text_as(&f.frame, f.app, paint, cwd)
                 );
             }
-            if *truncated {
-                let _ = writeln!(out, "  {}", paint.dim("… (stack walk stopped here)"));
+            match v.end {
+                WalkEnd::Complete => {}
+                WalkEnd::Stopped => {
+                    let _ = writeln!(out, "  {}", paint.dim("… (stack walk stopped here)"));
+                }
+                WalkEnd::Unrooted => {
+                    let _ = writeln!(
+                        out,
+                        "  {}",
+                        paint.dim(
+                            "… (walk ended before the thread's start: outer frames may be missing)"
+                        )
+                    );
+                }
+                WalkEnd::InUnwinder => {
+                    let _ = writeln!(
+                        out,
+                        "  {}",
+                        paint.dim("… (interrupted inside the panic/exception unwinder: frames past it may be wrong)")
+                    );
+                }
             }
         }
         ThreadStack::SignalsBlocked => {
@@ -334,6 +353,7 @@ struct JsonThread {
     role: &'static str,
     stack: &'static str,
     truncated: bool,
+    walk: &'static str,
     frames: Vec<JsonFrame>,
 }
 
@@ -345,6 +365,7 @@ struct JsonGroup {
     role: &'static str,
     stack: &'static str,
     truncated: bool,
+    walk: &'static str,
     frames: Vec<JsonFrame>,
 }
 
@@ -359,13 +380,14 @@ struct JsonFrame {
     address: String,
 }
 
-fn stack_kind(stack: &ThreadStack) -> (&'static str, bool) {
-    match stack {
-        ThreadStack::Frames { truncated, .. } => ("frames", *truncated),
-        ThreadStack::SignalsBlocked => ("signals blocked", false),
-        ThreadStack::NoAnswer => ("no answer", false),
-        ThreadStack::NotSampled(_) => ("not sampled", false),
-    }
+fn stack_kind(v: &ThreadView<'_>) -> (&'static str, bool) {
+    let kind = match v.thread.stack {
+        ThreadStack::Frames { .. } => "frames",
+        ThreadStack::SignalsBlocked => "signals blocked",
+        ThreadStack::NoAnswer => "no answer",
+        ThreadStack::NotSampled(_) => "not sampled",
+    };
+    (kind, v.end.cut_short())
 }
 
 fn json_frames(frames: &[StackFrame], cwd: Option<&Path>) -> Vec<JsonFrame> {
@@ -385,7 +407,7 @@ fn json_frames(frames: &[StackFrame], cwd: Option<&Path>) -> Vec<JsonFrame> {
 
 fn json_thread(v: &ThreadView<'_>, cwd: Option<&Path>) -> JsonThread {
     let t = v.thread;
-    let (stack, truncated) = stack_kind(&t.stack);
+    let (stack, truncated) = stack_kind(v);
     JsonThread {
         tid: t.tid,
         name: t.name.clone(),
@@ -398,6 +420,7 @@ fn json_thread(v: &ThreadView<'_>, cwd: Option<&Path>) -> JsonThread {
         role: v.role.as_str(),
         stack,
         truncated,
+        walk: v.end.as_str(),
         frames: json_frames(&v.frames, cwd),
     }
 }
@@ -405,7 +428,7 @@ fn json_thread(v: &ThreadView<'_>, cwd: Option<&Path>) -> JsonThread {
 fn json_group(r: &Report<'_>, g: &[usize], cwd: Option<&Path>) -> JsonGroup {
     let members: Vec<&ThreadView<'_>> = g.iter().map(|&i| &r.threads[i]).collect();
     let first = members[0];
-    let (stack, truncated) = stack_kind(&first.thread.stack);
+    let (stack, truncated) = stack_kind(first);
     JsonGroup {
         count: members.len(),
         tids: members.iter().map(|v| v.thread.tid).collect(),
@@ -413,6 +436,7 @@ fn json_group(r: &Report<'_>, g: &[usize], cwd: Option<&Path>) -> JsonGroup {
         role: first.role.as_str(),
         stack,
         truncated,
+        walk: first.end.as_str(),
         frames: json_frames(&first.frames, cwd),
     }
 }
@@ -443,7 +467,7 @@ pub fn json(r: &Report<'_>, cwd: Option<&Path>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::threads::tests::{fake_views, sample_dump};
+    use crate::threads::tests::{fake_views, frames, sample_dump, thread};
     use crate::threads::{counts, group};
     use delouse_proto::ThreadDump;
 
@@ -551,6 +575,22 @@ mod tests {
     }
 
     #[test]
+    fn a_walk_that_ends_away_from_a_thread_start_says_so() {
+        let mut d = sample_dump();
+        d.threads = vec![thread(100, "app", frames(&[0x100, 0x1001]))];
+        let views = fake_views(&all(&d));
+        let text = text(&report(&d, &views, &[], None), Paint::plain(), None);
+        assert!(
+            text.contains("… (walk ended before the thread's start: outer frames may be missing)"),
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&json(&report(&d, &views, &[], None), None)).unwrap();
+        assert_eq!(json["threads"][0]["truncated"], true);
+        assert_eq!(json["threads"][0]["walk"], "unrooted");
+    }
+
+    #[test]
     fn a_name_filter_that_matches_nothing_lists_the_names() {
         let d = sample_dump();
         let names = vec!["nope".to_owned()];
@@ -625,6 +665,7 @@ mod tests {
                 "role",
                 "stack",
                 "truncated",
+                "walk",
                 "frames"
             ])
         );
@@ -641,8 +682,9 @@ mod tests {
         assert_eq!(main["role"], "main");
         assert_eq!(main["stack"], "frames");
         assert_eq!(main["truncated"], false);
+        assert_eq!(main["walk"], "complete");
         let frames = main["frames"].as_array().unwrap();
-        assert_eq!(frames.len(), 4);
+        assert_eq!(frames.len(), 5);
         assert_eq!(
             keys(&frames[0]),
             sorted(&[
@@ -693,6 +735,7 @@ mod tests {
             ]
         );
         assert_eq!(threads[4]["truncated"], true);
+        assert_eq!(threads[4]["walk"], "stopped");
         assert_eq!(threads[4]["state_name"], "running");
         assert!(threads[4]["syscall"].is_null());
         assert!(threads[4]["syscall_name"].is_null());
@@ -716,7 +759,7 @@ mod tests {
         assert_eq!(g["name"], "tokio-rt-worker");
         assert_eq!(g["role"], "tokio worker");
         assert_eq!(g["stack"], "frames");
-        assert_eq!(g["frames"].as_array().unwrap().len(), 7);
+        assert_eq!(g["frames"].as_array().unwrap().len(), 8);
         assert_eq!(json["groups"].as_array().unwrap().len(), 6);
     }
 
