@@ -318,6 +318,62 @@ fn placeholders(addrs: &[Address], modules: &[Module]) -> (SymbolTable, HashMap<
     (table, by_module)
 }
 
+fn new_symbolizer() -> Symbolizer {
+    Symbolizer::builder()
+        .enable_code_info(true)
+        .enable_inlined_fns(true)
+        .build()
+}
+
+/// Logical frames by index in the addresses.
+type Resolved = Vec<(usize, Vec<Frame>)>;
+
+/// The logical frames of the addresses of one mapped file; nothing when
+/// the file cannot be opened.
+fn symbolize_file(pid: u32, mapping: &Mapping, exe: Option<&Path>, entries: &Entries) -> Resolved {
+    let Some(opened) = module_file(pid, mapping, exe) else {
+        return Vec::new();
+    };
+    // The file stays open until the symbolizer is done with its path.
+    let file = fd_path(&opened);
+    let symbolizer = new_symbolizer();
+    let offsets: Vec<u64> = entries.iter().map(|&(_, off)| off).collect();
+    let results = symbolizer
+        .symbolize(&Source::Elf(Elf::new(&file)), Input::FileOffset(&offsets))
+        .unwrap_or_default();
+    // The symbol table has full paths where debug info limited to line
+    // tables has bare names; ask it only when that is the case.
+    let needs_symtab = results
+        .iter()
+        .any(|r| matches!(r, Symbolized::Sym(s) if !is_qualified(&s.name)));
+    let symtab = if needs_symtab {
+        let mut elf = Elf::new(&file);
+        elf.debug_syms = false;
+        symbolizer
+            .symbolize(&Source::Elf(elf), Input::FileOffset(&offsets))
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let resolved = entries
+        .iter()
+        .enumerate()
+        .filter_map(|(k, &(i, _))| {
+            let symtab_name = match symtab.get(k) {
+                Some(Symbolized::Sym(s)) => Some(&*s.name),
+                _ => None,
+            };
+            match results.get(k) {
+                Some(Symbolized::Sym(sym)) => Some((i, logical_frames(sym, symtab_name))),
+                _ => None,
+            }
+        })
+        .collect();
+    drop(symbolizer);
+    drop(opened);
+    resolved
+}
+
 /// [`symbolize`] on a thread of its own, given up after `limit`: whatever
 /// the target's files hold (a debug link to a fifo, a huge section), the
 /// command ends. What did not finish shows as addresses.
@@ -375,10 +431,7 @@ pub fn symbolize(pid: u32, addrs: &[Address], modules: &[Module]) -> Symbols {
         Vec::new()
     };
     let exe = procfs::exe(pid);
-    let symbolizer = Symbolizer::builder()
-        .enable_code_info(true)
-        .enable_inlined_fns(true)
-        .build();
+    let symbolizer = new_symbolizer();
     // Several mappings of one file are symbolized together.
     let mut by_path: HashMap<&str, (&Mapping, Entries)> = HashMap::new();
     let mut unmapped = 0usize;
@@ -407,48 +460,36 @@ pub fn symbolize(pid: u32, addrs: &[Address], modules: &[Module]) -> Symbols {
             if unmapped == 1 { "its" } else { "their" },
         ));
     }
-    let mut paths: Vec<&str> = by_path.keys().copied().collect();
-    paths.sort_unstable();
-    // The files stay open until the symbolizer is done with their paths.
-    let mut open_files = Vec::new();
-    for path in paths {
-        let (mapping, entries) = &by_path[path];
-        let Some(opened) = module_file(pid, mapping, exe.as_deref()) else {
-            continue;
-        };
-        let file = fd_path(&opened);
-        open_files.push(opened);
-        let offsets: Vec<u64> = entries.iter().map(|&(_, off)| off).collect();
-        let source = Source::Elf(Elf::new(&file));
-        let results = symbolizer
-            .symbolize(&source, Input::FileOffset(&offsets))
-            .unwrap_or_default();
-        // The symbol table has full paths where debug info limited to line
-        // tables has bare names; ask it only when that is the case.
-        let needs_symtab = results
+    let mut jobs: Vec<(&Mapping, Entries)> = by_path.into_values().collect();
+    jobs.sort_by(|(a, _), (b, _)| a.path.cmp(&b.path));
+    let exe = exe.as_deref();
+    // One thread per file: each file's debug info is read, decompressed and
+    // indexed on its own (libc's compressed debug file alone takes tens of
+    // milliseconds), so the files are done side by side.
+    let done: Vec<Resolved> = std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
             .iter()
-            .any(|r| matches!(r, Symbolized::Sym(s) if !is_qualified(&s.name)));
-        let symtab = if needs_symtab {
-            let mut elf = Elf::new(&file);
-            elf.debug_syms = false;
-            symbolizer
-                .symbolize(&Source::Elf(elf), Input::FileOffset(&offsets))
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        for (k, &(i, _)) in entries.iter().enumerate() {
-            let symtab_name = match symtab.get(k) {
-                Some(Symbolized::Sym(s)) => Some(&*s.name),
-                _ => None,
-            };
-            if let Some(Symbolized::Sym(sym)) = results.get(k) {
-                table[i] = logical_frames(sym, symtab_name);
-            }
-        }
+            .map(|(mapping, entries)| {
+                let job = move || symbolize_file(pid, mapping, exe, entries);
+                std::thread::Builder::new()
+                    .name("delouse-symbolize".into())
+                    .spawn_scoped(scope, job)
+                    .ok()
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(&jobs)
+            .map(|(handle, (mapping, entries))| match handle {
+                Some(h) => h.join().unwrap_or_default(),
+                // No thread to spare: done here.
+                None => symbolize_file(pid, mapping, exe, entries),
+            })
+            .collect()
+    });
+    for (i, frames) in done.into_iter().flatten() {
+        table[i] = frames;
     }
-    drop(symbolizer);
-    drop(open_files);
     Symbols { table, warnings }
 }
 

@@ -168,7 +168,7 @@ fn read_threads(sig: i32) -> Vec<Info> {
         .filter_map(|tid| {
             let base = format!("/proc/self/task/{tid}");
             let stat = std::fs::read_to_string(format!("{base}/stat")).ok()?;
-            let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+            let (name, fields) = split_stat(&stat)?;
             let ticks = |i: usize| {
                 fields
                     .get(i)
@@ -180,9 +180,7 @@ fn read_threads(sig: i32) -> Vec<Info> {
             let status = std::fs::read_to_string(format!("{base}/status")).unwrap_or_default();
             Some(Info {
                 tid,
-                name: std::fs::read_to_string(format!("{base}/comm"))
-                    .map(|n| n.trim_end().to_owned())
-                    .unwrap_or_default(),
+                name: name.to_owned(),
                 state: fields.first().and_then(|s| s.chars().next()).unwrap_or('?'),
                 // Fields 14 and 15 of stat; `fields` starts at field 3.
                 user_ms: ticks(11),
@@ -194,6 +192,15 @@ fn read_threads(sig: i32) -> Vec<Info> {
             })
         })
         .collect()
+}
+
+/// A `stat` line, `pid (name) state ...`, as the thread's name (its `comm`,
+/// which may itself hold spaces and parentheses) and the fields from the
+/// state on.
+fn split_stat(stat: &str) -> Option<(&str, Vec<&str>)> {
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let name = stat.get(open + 1..close)?;
+    Some((name, stat[close + 1..].split_whitespace().collect()))
 }
 
 /// Whether a `/proc/.../status` text shows `sig` in the blocked mask.
@@ -248,6 +255,16 @@ mod tests {
         assert!(blocks_signal(status, 34));
         assert!(!blocks_signal(status, 33));
         assert!(!blocks_signal("Name:\tx\n", 34));
+    }
+
+    #[test]
+    fn stat_lines() {
+        let (name, fields) = split_stat("12 (a (b) c) S 1 2").unwrap();
+        assert_eq!(name, "a (b) c");
+        assert_eq!(fields, ["S", "1", "2"]);
+        assert_eq!(split_stat("12 () R").unwrap().0, "");
+        assert!(split_stat("garbage").is_none());
+        assert!(split_stat("1 )x( S").is_none());
     }
 
     #[test]
