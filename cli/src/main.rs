@@ -21,6 +21,7 @@ mod ps;
 mod render;
 mod sanitize;
 mod symbolize;
+mod symcache;
 mod tasks;
 mod threads;
 mod tree;

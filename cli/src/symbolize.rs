@@ -17,6 +17,7 @@ use delouse_proto::Module;
 use crate::error::io_text;
 use crate::format::human_duration;
 use crate::procfs::{self, Mapping};
+use crate::symcache;
 use crate::tree::{Frame, SymbolTable};
 
 /// The mapping of the target's own `/proc/<pid>/maps` that backs `module`:
@@ -328,16 +329,34 @@ fn new_symbolizer() -> Symbolizer {
 /// Logical frames by index in the addresses.
 type Resolved = Vec<(usize, Vec<Frame>)>;
 
-/// The logical frames of the addresses of one mapped file; nothing when
-/// the file cannot be opened.
-fn symbolize_file(pid: u32, mapping: &Mapping, exe: Option<&Path>, entries: &Entries) -> Resolved {
+/// The logical frames of the addresses of one mapped file, from the cache
+/// in `cache_dir` where it has them; nothing when the file cannot be opened.
+fn symbolize_file(
+    pid: u32,
+    mapping: &Mapping,
+    exe: Option<&Path>,
+    entries: &Entries,
+    cache_dir: Option<&Path>,
+) -> Resolved {
     let Some(opened) = module_file(pid, mapping, exe) else {
         return Vec::new();
     };
     // The file stays open until the symbolizer is done with its path.
     let file = fd_path(&opened);
+    let mut cache = symcache::Cache::open(cache_dir, &file);
+    let mut resolved = Vec::new();
+    let mut misses = Vec::new();
+    for &(i, off) in entries {
+        match cache.get(off) {
+            Some(frames) => resolved.push((i, frames.clone())),
+            None => misses.push((i, off)),
+        }
+    }
+    if misses.is_empty() {
+        return resolved;
+    }
     let symbolizer = new_symbolizer();
-    let offsets: Vec<u64> = entries.iter().map(|&(_, off)| off).collect();
+    let offsets: Vec<u64> = misses.iter().map(|&(_, off)| off).collect();
     let results = symbolizer
         .symbolize(&Source::Elf(Elf::new(&file)), Input::FileOffset(&offsets))
         .unwrap_or_default();
@@ -355,22 +374,29 @@ fn symbolize_file(pid: u32, mapping: &Mapping, exe: Option<&Path>, entries: &Ent
     } else {
         Vec::new()
     };
-    let resolved = entries
-        .iter()
-        .enumerate()
-        .filter_map(|(k, &(i, _))| {
-            let symtab_name = match symtab.get(k) {
-                Some(Symbolized::Sym(s)) => Some(&*s.name),
-                _ => None,
-            };
-            match results.get(k) {
-                Some(Symbolized::Sym(sym)) => Some((i, logical_frames(sym, symtab_name))),
-                _ => None,
-            }
-        })
-        .collect();
+    let mut found = Vec::new();
+    for (k, &(i, off)) in misses.iter().enumerate() {
+        let symtab_name = match symtab.get(k) {
+            Some(Symbolized::Sym(s)) => Some(&*s.name),
+            _ => None,
+        };
+        if let Some(Symbolized::Sym(sym)) = results.get(k) {
+            found.push((i, off, logical_frames(sym, symtab_name)));
+        }
+    }
+    // Kept only when the file's debug info was found (some address has a
+    // line): then an address without one has none to find, and one resolved
+    // from the symbol table alone is looked up again once a debug file is
+    // installed.
+    if found.iter().any(|(_, _, f)| f[0].line.is_some()) {
+        for (_, off, frames) in &found {
+            cache.insert(*off, frames);
+        }
+    }
+    resolved.extend(found.into_iter().map(|(i, _, frames)| (i, frames)));
     drop(symbolizer);
     drop(opened);
+    cache.save();
     resolved
 }
 
@@ -408,8 +434,18 @@ pub fn symbolize_within(
 /// Symbolizes every address of `addrs` (in process `pid`, mapped as
 /// `modules` say, as far as the target's own `/proc/<pid>/maps` agrees).
 /// Never fails: what does not resolve becomes a placeholder naming the
-/// address and module.
+/// address and module. Uses the symbol cache (`symcache`).
 pub fn symbolize(pid: u32, addrs: &[Address], modules: &[Module]) -> Symbols {
+    symbolize_cached(pid, addrs, modules, symcache::dir().as_deref())
+}
+
+/// [`symbolize`] with the symbol cache in `cache_dir` (`None`: none).
+fn symbolize_cached(
+    pid: u32,
+    addrs: &[Address],
+    modules: &[Module],
+    cache_dir: Option<&Path>,
+) -> Symbols {
     let (mut table, by_module) = placeholders(addrs, modules);
     let mut warnings = Vec::new();
     if by_module.is_empty() {
@@ -470,7 +506,7 @@ pub fn symbolize(pid: u32, addrs: &[Address], modules: &[Module]) -> Symbols {
         let handles: Vec<_> = jobs
             .iter()
             .map(|(mapping, entries)| {
-                let job = move || symbolize_file(pid, mapping, exe, entries);
+                let job = move || symbolize_file(pid, mapping, exe, entries, cache_dir);
                 std::thread::Builder::new()
                     .name("delouse-symbolize".into())
                     .spawn_scoped(scope, job)
@@ -483,7 +519,7 @@ pub fn symbolize(pid: u32, addrs: &[Address], modules: &[Module]) -> Symbols {
             .map(|(handle, (mapping, entries))| match handle {
                 Some(h) => h.join().unwrap_or_default(),
                 // No thread to spare: done here.
-                None => symbolize_file(pid, mapping, exe, entries),
+                None => symbolize_file(pid, mapping, exe, entries, cache_dir),
             })
             .collect()
     });
@@ -604,10 +640,11 @@ mod tests {
     #[test]
     fn own_function_symbolizes_with_its_source_file() {
         let addr = marker();
-        let table = symbolize(
+        let table = symbolize_cached(
             std::process::id(),
             &[Address::Return(addr), Address::Return(1)],
             &own_modules(),
+            None,
         )
         .table;
         let outer = &table[0][0];
@@ -624,14 +661,38 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_answers_the_second_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs = [Address::Return(marker())];
+        let first = symbolize_cached(std::process::id(), &addrs, &own_modules(), Some(dir.path()));
+        assert!(first.table[0][0].function.contains("marker"), "{first:?}");
+        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(files.len(), 1, "one cache file, named by build id");
+        // Whatever the cache says is what the second run shows: rename the
+        // function in the cache file and look again.
+        let bytes = std::fs::read(files[0].path()).unwrap();
+        let needle = b"marker";
+        let at = bytes
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .expect("the name is in the cache");
+        let mut edited = bytes.clone();
+        edited[at..at + needle.len()].copy_from_slice(b"cached");
+        std::fs::write(files[0].path(), edited).unwrap();
+        let second = symbolize_cached(std::process::id(), &addrs, &own_modules(), Some(dir.path()));
+        assert!(second.table[0][0].function.contains("cached"), "{second:?}");
+    }
+
+    #[test]
     fn interrupted_addresses_are_looked_up_as_is() {
         // The first byte of `marker`: as the interrupted instruction it is
         // in `marker`; as a return address, the call is before it.
         let start = marker as *const () as u64;
-        let table = symbolize(
+        let table = symbolize_cached(
             std::process::id(),
             &[Address::Interrupted(start), Address::Return(start)],
             &own_modules(),
+            None,
         )
         .table;
         assert!(table[0][0].function.contains("marker"), "{table:?}");
@@ -658,7 +719,13 @@ mod tests {
             .step_by(16)
             .map(|off| Address::Interrupted(base + off))
             .collect();
-        let table = symbolize(std::process::id(), &addrs, std::slice::from_ref(&module)).table;
+        let table = symbolize_cached(
+            std::process::id(),
+            &addrs,
+            std::slice::from_ref(&module),
+            None,
+        )
+        .table;
         assert!(
             table.iter().any(|f| !f[0].function.starts_with("0x")),
             "nothing in the vdso resolved: {:?}",
@@ -677,7 +744,7 @@ mod tests {
             end: module.end + 4096,
             ..module
         };
-        let table = symbolize(std::process::id(), &addrs[..8], &[other]).table;
+        let table = symbolize_cached(std::process::id(), &addrs[..8], &[other], None).table;
         assert!(table.iter().all(|f| f[0].function.contains("([vdso]+0x")));
     }
 
@@ -696,7 +763,7 @@ mod tests {
         let real = own_exe_module();
         let addr = marker();
         let resolves = |m: Module, a: u64| {
-            let s = symbolize(std::process::id(), &[Address::Return(a)], &[m]);
+            let s = symbolize_cached(std::process::id(), &[Address::Return(a)], &[m], None);
             (s.table[0][0].function.contains("marker"), s.warnings)
         };
         assert_eq!(resolves(real.clone(), addr), (true, vec![]));
@@ -747,7 +814,12 @@ mod tests {
         };
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let s = symbolize(std::process::id(), &[Address::Return(0x10_0100)], &[module]);
+            let s = symbolize_cached(
+                std::process::id(),
+                &[Address::Return(0x10_0100)],
+                &[module],
+                None,
+            );
             let _ = tx.send(s);
         });
         let s = rx

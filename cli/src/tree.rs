@@ -8,7 +8,7 @@ use delouse_proto::{Location, TaskDump, TaskState};
 
 /// One logical frame: a function at a source location. An instruction
 /// address expands to several of these when calls were inlined into it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Frame {
     /// Demangled function name, or a placeholder naming the address.
     pub function: String,

@@ -21,12 +21,13 @@ use util::Target;
 
 const RUNS: usize = 5;
 
+/// Without the CLI's symbol cache: every run reads the debug info.
 fn tasks_wall_ms(pid: u32) -> f64 {
-    cli_wall_ms(&["tasks", &pid.to_string(), "--timeout", "60s"])
+    cli_wall_ms(&["tasks", &pid.to_string(), "--timeout", "60s"], None)
 }
 
 fn tasks_json(pid: u32) -> serde_json::Value {
-    cli_json(&["tasks", &pid.to_string(), "--timeout", "60s"])
+    cli_json(&["tasks", &pid.to_string(), "--timeout", "60s"], None)
 }
 
 fn rss_kb(pid: u32) -> u64 {

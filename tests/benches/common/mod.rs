@@ -1,15 +1,26 @@
 //! What the benchmarks share: running the CLI, reading a target's memory,
 //! and medians.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use crate::util::cli_path;
 
+/// The CLI's symbol cache in a run: `None` for none (every run reads the
+/// debug info, as the first run on a machine does), else its directory.
+pub type SymbolCache<'a> = Option<&'a Path>;
+
+fn cli(cache: SymbolCache<'_>) -> Command {
+    let mut cmd = Command::new(cli_path());
+    cmd.env("DELOUSE_CACHE_DIR", cache.unwrap_or(Path::new("")));
+    cmd
+}
+
 /// Wall time of `delouse <args>` with its output thrown away, in ms.
-pub fn cli_wall_ms(args: &[&str]) -> f64 {
+pub fn cli_wall_ms(args: &[&str], cache: SymbolCache<'_>) -> f64 {
     let start = Instant::now();
-    let status = Command::new(cli_path())
+    let status = cli(cache)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -20,8 +31,8 @@ pub fn cli_wall_ms(args: &[&str]) -> f64 {
 }
 
 /// The JSON `delouse <args> --json` prints.
-pub fn cli_json(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(cli_path())
+pub fn cli_json(args: &[&str], cache: SymbolCache<'_>) -> serde_json::Value {
+    let out = cli(cache)
         .args(args)
         .arg("--json")
         .stdin(Stdio::null())

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -443,6 +443,7 @@ impl Cli {
         let mut cmd = Command::new(cli_path());
         cmd.args(&self.args)
             .env_remove("DELOUSE_SOCKET_DIR")
+            .env("DELOUSE_CACHE_DIR", symbol_cache())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -477,6 +478,19 @@ fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
         let mut bytes = Vec::new();
         let _ = pipe.read_to_end(&mut bytes);
         String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// The symbol cache the CLI runs of this test process share: a directory
+/// of their own, emptied when the process first uses it, so the suite never
+/// reads or fills the user's cache, and later runs read what earlier runs
+/// cached.
+fn symbol_cache() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("symbol-cache");
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
     })
 }
 
