@@ -160,27 +160,18 @@ fn stack_text(out: &mut String, v: &ThreadView<'_>, paint: Paint, cwd: Option<&P
                     frame_text_as(&f.frame, f.app, paint, cwd)
                 );
             }
-            match v.end {
-                WalkEnd::Complete => {}
-                WalkEnd::Stopped => {
-                    let _ = writeln!(out, "  {}", paint.dim("… (stack walk stopped here)"));
-                }
+            let why = match v.end {
+                WalkEnd::Complete => None,
+                WalkEnd::Stopped => Some("stack walk stopped here"),
                 WalkEnd::Unrooted => {
-                    let _ = writeln!(
-                        out,
-                        "  {}",
-                        paint.dim(
-                            "… (walk ended before the thread's start: outer frames may be missing)"
-                        )
-                    );
+                    Some("walk ended before the thread's start: outer frames may be missing")
                 }
-                WalkEnd::InUnwinder => {
-                    let _ = writeln!(
-                        out,
-                        "  {}",
-                        paint.dim("… (interrupted inside the panic/exception unwinder: frames past it may be wrong)")
-                    );
-                }
+                WalkEnd::InUnwinder => Some(
+                    "interrupted inside the panic/exception unwinder: frames past it may be wrong",
+                ),
+            };
+            if let Some(why) = why {
+                let _ = writeln!(out, "  {}", paint.dim(&format!("… ({why})")));
             }
         }
         ThreadStack::SignalsBlocked => {
