@@ -281,6 +281,39 @@ fn sleeping_thread_shows_the_marked_line() {
     assert_eq!(sleeper["truncated"], false, "{text}");
 }
 
+/// With both workers of a runtime stuck in blocking code (the runtime
+/// wedged), `threads` answers and shows each worker at the blocking line.
+#[test]
+fn threads_answer_while_the_runtime_is_wedged() {
+    let _serial = serial();
+    let mut target = Target::start("blocked", &[]);
+    let sleep_line = marker_line(crate::BLOCKED_RS, "blocking-sleep");
+    crate::block(&mut target, 6);
+    crate::block(&mut target, 6);
+    let (_run, json) = threads_json(&mut target, &[]);
+    let text = describe_threads(&json);
+    let stuck: Vec<&Value> = threads(&json)
+        .iter()
+        .filter(|t| {
+            frames(t).iter().any(|f| {
+                is_fn(f, "block_worker")
+                    && file_ends_with(f, "blocked.rs")
+                    && line(f) == Some(sleep_line)
+            })
+        })
+        .collect();
+    assert_eq!(
+        stuck.len(),
+        2,
+        "both workers should be at blocked.rs:{sleep_line}:\n{text}"
+    );
+    for t in stuck {
+        assert_eq!(t["role"], "tokio worker", "{text}");
+        assert_eq!(t["truncated"], false, "{text}");
+    }
+    crate::assert_recovers(&mut target, 2);
+}
+
 /// A thread that blocks every signal is reported as such, and the answer
 /// does not wait for it.
 #[test]
