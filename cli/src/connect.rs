@@ -291,6 +291,22 @@ pub fn version_advice(agent_protocol: u32) -> String {
     }
 }
 
+/// Why `pid` cannot answer at all, when it is stopped: no thread of it runs,
+/// the agent's included.
+fn stopped(pid: u32) -> Option<String> {
+    let (state, _) = procfs::state_and_start_time(pid).ok()?;
+    match state {
+        'T' => Some(format!(
+            "the process is stopped (state T, by SIGSTOP or a job control signal): resume it with `kill -CONT {pid}`"
+        )),
+        't' => Some(
+            "the process is stopped by a debugger or tracer (state t): detach it (or `continue` in gdb) and retry"
+                .to_owned(),
+        ),
+        _ => None,
+    }
+}
+
 /// A handshake error as a [`CliError`].
 pub fn handshake_error(
     e: HandshakeError,
@@ -300,9 +316,13 @@ pub fn handshake_error(
 ) -> CliError {
     let socket = socket.display();
     match e {
+        HandshakeError::Timeout if let Some(why) = stopped(pid) => CliError::timeout(format!(
+            "no handshake from pid {pid} within {}: {why}",
+            human_duration(deadline.total())
+        )),
         HandshakeError::Timeout => CliError::timeout(format!(
-            "no handshake from pid {pid} within {}: {socket}: the agent may be stuck, or something other than a \
-             delouse agent listens there",
+            "no handshake from pid {pid} within {}: {socket}: the agent may be busy with a long request (retry \
+             with a longer --timeout) or stuck, or something other than a delouse agent listens there",
             human_duration(deadline.total())
         )),
         HandshakeError::NotAnAgent(what) => CliError::no_agent(format!(
@@ -378,9 +398,12 @@ impl Connection {
             });
         }
         let response: Response = frame::read(&mut self.stream, MAX_RESPONSE_FRAME).map_err(|e| match e {
-            FrameError::Io(e) if is_timeout(&e) => CliError::timeout(format!(
-                "pid {pid} did not answer within {total}: retry with a longer --timeout"
-            )),
+            FrameError::Io(e) if is_timeout(&e) => match stopped(pid) {
+                Some(why) => CliError::timeout(format!("pid {pid} did not answer within {total}: {why}")),
+                None => CliError::timeout(format!(
+                    "pid {pid} did not answer within {total}: retry with a longer --timeout"
+                )),
+            },
             FrameError::Io(e) if is_closed(&e) && target_exited(pid, start_time) => exited(),
             FrameError::Io(e) => CliError::error(format!(
                 "reading the answer of pid {pid} failed: {}: {}",

@@ -11,8 +11,9 @@
 //! optimization and nothing more: any error reading or writing it is
 //! ignored.
 //!
-//! Where: `$DELOUSE_CACHE_DIR` (empty: no cache), else
-//! `$XDG_CACHE_HOME/delouse/symbols`, else `~/.cache/delouse/symbols`.
+//! Where: `$DELOUSE_CACHE_DIR` (empty or relative: no cache), else
+//! `$XDG_CACHE_HOME/delouse/symbols`, else `~/.cache/delouse/symbols`, those
+//! two only where the part of the path that exists is the caller's.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -69,11 +70,26 @@ pub fn dir() -> Option<PathBuf> {
     if cfg!(test) {
         return None;
     }
-    dir_from(
-        std::env::var_os("DELOUSE_CACHE_DIR"),
+    let explicit = std::env::var_os("DELOUSE_CACHE_DIR");
+    let chosen = explicit.is_some();
+    let dir = dir_from(
+        explicit,
         std::env::var_os("XDG_CACHE_HOME"),
         std::env::var_os("HOME"),
-    )
+    )?;
+    // Root with a user's HOME (`sudo -E`) would make root-owned directories
+    // in the user's home that the user's own runs then cannot write: a
+    // cache found from HOME is used only where it, or the part of its path
+    // that exists, is ours.
+    (chosen || ours_so_far(&dir)).then_some(dir)
+}
+
+/// Whether the first part of `path` that exists is owned by this process's
+/// user.
+fn ours_so_far(path: &Path) -> bool {
+    path.ancestors()
+        .find_map(|p| std::fs::symlink_metadata(p).ok())
+        .is_some_and(|m| m.uid() == crate::procfs::own_uid())
 }
 
 fn dir_from(
@@ -258,6 +274,17 @@ mod tests {
         other.version = writer().into();
         std::fs::write(&path, postcard::to_stdvec(&other).unwrap()).unwrap();
         assert_eq!(Cache::load(path).get(0x10).unwrap()[0].line, Some(1));
+    }
+
+    #[test]
+    fn only_our_own_paths_count() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(ours_so_far(&dir.path().join("a/b/c")), "made by us");
+        // `/` is root's: ours only when we are root.
+        assert_eq!(
+            ours_so_far(Path::new("/nonexistent-delouse/x")),
+            crate::procfs::own_uid() == 0
+        );
     }
 
     #[test]

@@ -40,7 +40,12 @@ are frames of their own, marked [inlined]. Instead of frames a thread may show:
   no answer before the deadline      it did not run the agent's handler in time: stopped, in
                                      uninterruptible sleep (state D), or gone
   not sampled: WHY                   the agent did not signal it (its own thread)
-A last line `… (stack walk stopped here)` means the unwinder stopped before the outermost frame.";
+A last line says when frames may be missing or wrong (`truncated` and `walk` in --json):
+  … (stack walk stopped here)          no unwind information, a frame outside every module, or too deep
+  … (walk ended before the thread's start: outer frames may be missing)
+                                       the walk ended in a function threads do not start in
+  … (interrupted inside the panic/exception unwinder: frames past it may be wrong)
+                                       caught in _Unwind_Resume and kin, which rewrite their own frame";
 
 /// What a thread is, as far as its frames, its id and its name tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -187,6 +192,10 @@ pub fn walk_end(stack: &ThreadStack, frames: &[StackFrame]) -> WalkEnd {
                 return WalkEnd::InUnwinder;
             }
             match frames.last() {
+                // Without a name (a C library without its debug symbols
+                // hides `start_thread` and `clone3`) there is nothing to
+                // judge by: the unwinder's word stands.
+                Some(f) if f.frame.is_unresolved() => WalkEnd::Complete,
                 Some(f) if !is_thread_root(&f.frame.function) => WalkEnd::Unrooted,
                 _ => WalkEnd::Complete,
             }
@@ -195,8 +204,8 @@ pub fn walk_end(stack: &ThreadStack, frames: &[StackFrame]) -> WalkEnd {
     }
 }
 
-/// How the threads of a dump answered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How the threads of a dump answered (all of them, shown or not).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
     /// Threads in the dump.
     pub threads: usize,
@@ -753,8 +762,8 @@ pub(crate) mod tests {
         );
         assert_eq!(
             end_of(frames(&[0x100, 0xdead1])),
-            WalkEnd::Unrooted,
-            "ends in an unknown function"
+            WalkEnd::Complete,
+            "ends in a function without a name: the unwinder's word stands"
         );
         assert_eq!(
             end_of(ThreadStack::Frames {

@@ -34,6 +34,12 @@ impl Frame {
         }
     }
 
+    /// Whether it is a placeholder that names an address: no symbol was
+    /// found for it (placeholders are `0x…`; a function name never is).
+    pub fn is_unresolved(&self) -> bool {
+        self.file.is_none() && self.function.starts_with("0x")
+    }
+
     /// Whether the frame is the delouse agent's own (its poll shim and
     /// wrappers), which the person did not write and need not see.
     pub fn is_agent(&self) -> bool {

@@ -405,6 +405,26 @@ fn whole_runtime_dump_sees_plain_tasks() {
 }
 
 /// A process killed with SIGKILL leaves its socket behind; `ps` must not
+/// A stopped target (SIGSTOP) cannot answer: the error says it is stopped
+/// and how to resume it, and once resumed it answers.
+#[test]
+fn a_stopped_target_is_said_to_be_stopped() {
+    let _serial = serial();
+    let mut target = Target::start("heartbeat", &[]);
+    let pid = target.pid_arg();
+    target.signal(libc::SIGSTOP);
+    let run = delouse(&["threads", &pid, "--timeout", "1s"]).expect_code(5);
+    let line = run.error_line();
+    assert!(
+        line.contains("the process is stopped (state T")
+            && line.contains(&format!("kill -CONT {pid}")),
+        "{run}"
+    );
+    target.signal(libc::SIGCONT);
+    delouse(&["threads", &pid]).ok();
+    target.assert_alive();
+}
+
 /// list it any more.
 #[test]
 fn ps_forgets_a_killed_process() {

@@ -95,7 +95,7 @@ fn header(out: &mut String, r: &Report<'_>, paint: Paint) {
     let c = &r.counts;
     let mut answers = vec![format!("{} answered", c.answered)];
     for (n, what) in [
-        (c.signals_blocked, "blocked signals"),
+        (c.signals_blocked, "with signals blocked"),
         (c.no_answer, "no answer"),
         (c.not_sampled, "not sampled"),
     ] {
@@ -326,6 +326,7 @@ struct JsonReport {
     max_handler_us: f64,
     signal: i32,
     timings: Timings,
+    counts: Counts,
     threads: Vec<JsonThread>,
     #[serde(skip_serializing_if = "Option::is_none")]
     groups: Option<Vec<JsonGroup>>,
@@ -344,7 +345,8 @@ struct JsonThread {
     role: &'static str,
     stack: &'static str,
     truncated: bool,
-    walk: &'static str,
+    /// How the walk ended; `None` without a stack to walk.
+    walk: Option<&'static str>,
     frames: Vec<JsonFrame>,
 }
 
@@ -356,7 +358,8 @@ struct JsonGroup {
     role: &'static str,
     stack: &'static str,
     truncated: bool,
-    walk: &'static str,
+    /// How the walk ended; `None` without a stack to walk.
+    walk: Option<&'static str>,
     frames: Vec<JsonFrame>,
 }
 
@@ -371,14 +374,16 @@ struct JsonFrame {
     address: String,
 }
 
-fn stack_kind(v: &ThreadView<'_>) -> (&'static str, bool) {
+/// The stack's kind, whether it may be cut short or wrong, and how its walk
+/// ended (`None` without a stack).
+fn stack_kind(v: &ThreadView<'_>) -> (&'static str, bool, Option<&'static str>) {
     let kind = match v.thread.stack {
         ThreadStack::Frames { .. } => "frames",
-        ThreadStack::SignalsBlocked => "signals blocked",
-        ThreadStack::NoAnswer => "no answer",
-        ThreadStack::NotSampled(_) => "not sampled",
+        ThreadStack::SignalsBlocked => return ("signals blocked", false, None),
+        ThreadStack::NoAnswer => return ("no answer", false, None),
+        ThreadStack::NotSampled(_) => return ("not sampled", false, None),
     };
-    (kind, v.end.cut_short())
+    (kind, v.end.cut_short(), Some(v.end.as_str()))
 }
 
 fn json_frames(frames: &[StackFrame], cwd: Option<&Path>) -> Vec<JsonFrame> {
@@ -398,7 +403,7 @@ fn json_frames(frames: &[StackFrame], cwd: Option<&Path>) -> Vec<JsonFrame> {
 
 fn json_thread(v: &ThreadView<'_>, cwd: Option<&Path>) -> JsonThread {
     let t = v.thread;
-    let (stack, truncated) = stack_kind(v);
+    let (stack, truncated, walk) = stack_kind(v);
     JsonThread {
         tid: t.tid,
         name: t.name.clone(),
@@ -411,7 +416,7 @@ fn json_thread(v: &ThreadView<'_>, cwd: Option<&Path>) -> JsonThread {
         role: v.role.as_str(),
         stack,
         truncated,
-        walk: v.end.as_str(),
+        walk,
         frames: json_frames(&v.frames, cwd),
     }
 }
@@ -419,7 +424,7 @@ fn json_thread(v: &ThreadView<'_>, cwd: Option<&Path>) -> JsonThread {
 fn json_group(r: &Report<'_>, g: &[usize], cwd: Option<&Path>) -> JsonGroup {
     let members: Vec<&ThreadView<'_>> = g.iter().map(|&i| &r.threads[i]).collect();
     let first = members[0];
-    let (stack, truncated) = stack_kind(first);
+    let (stack, truncated, walk) = stack_kind(first);
     JsonGroup {
         count: members.len(),
         tids: members.iter().map(|v| v.thread.tid).collect(),
@@ -427,7 +432,7 @@ fn json_group(r: &Report<'_>, g: &[usize], cwd: Option<&Path>) -> JsonGroup {
         role: first.role.as_str(),
         stack,
         truncated,
-        walk: first.end.as_str(),
+        walk,
         frames: json_frames(&first.frames, cwd),
     }
 }
@@ -441,6 +446,7 @@ pub fn json(r: &Report<'_>, cwd: Option<&Path>) -> String {
         max_handler_us: r.max_handler_us,
         signal: r.signal,
         timings: r.timings,
+        counts: r.counts,
         threads: r.threads.iter().map(|v| json_thread(v, cwd)).collect(),
         groups: r.groups.map(|groups| {
             groups
@@ -627,8 +633,15 @@ mod tests {
                 "max_handler_us",
                 "signal",
                 "timings",
+                "counts",
                 "threads"
             ])
+        );
+        assert_eq!(
+            json["counts"],
+            serde_json::json!({
+                "threads": 7, "answered": 4, "signals_blocked": 1, "no_answer": 1, "not_sampled": 1
+            })
         );
         assert_eq!(json["pid"], 100);
         assert_eq!(json["agent_elapsed_ms"], 2.15);
@@ -727,6 +740,7 @@ mod tests {
         );
         assert_eq!(threads[4]["truncated"], true);
         assert_eq!(threads[4]["walk"], "stopped");
+        assert!(threads[5]["walk"].is_null(), "signals blocked: no walk");
         assert_eq!(threads[4]["state_name"], "running");
         assert!(threads[4]["syscall"].is_null());
         assert!(threads[4]["syscall_name"].is_null());

@@ -290,13 +290,23 @@ impl Target {
         }
     }
 
-    /// Kills the target with SIGKILL (no exit hooks run) and reaps it.
-    pub fn kill9(&mut self) {
+    /// Sends `signal` to the target.
+    pub fn signal(&self, signal: libc::c_int) {
         let pid = libc::pid_t::try_from(self.pid()).expect("pid fits pid_t");
         // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our
         // own child, not yet reaped, so the PID cannot have been reused.
-        let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
-        assert_eq!(rc, 0, "kill -9 {pid}: {}", std::io::Error::last_os_error());
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill -{signal} {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Kills the target with SIGKILL (no exit hooks run) and reaps it.
+    pub fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
         self.child.wait().expect("reap the killed target");
     }
 }
