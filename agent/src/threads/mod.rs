@@ -29,8 +29,14 @@ const WAVE_WAIT: Duration = Duration::from_millis(5);
 
 static SAMPLING: AtomicBool = AtomicBool::new(false);
 
+/// Why a thread was not sampled when the request's deadline came first.
+const OUT_OF_TIME: &str =
+    "the request's deadline came before its turn: retry with a longer --timeout";
+
 /// What `/proc` says of one thread.
 struct Info {
+    /// Read after the time for reading had passed: nothing but the id.
+    late: bool,
     tid: u32,
     name: String,
     state: char,
@@ -58,14 +64,20 @@ pub(crate) async fn dump(shared: &Shared, deadline: Instant) -> Response {
         ));
     };
     let me = signal::gettid();
-    let infos = read_threads(sig);
+    let budget = deadline.saturating_duration_since(start) / 2;
+    let until = start + budget.min(MAX_WAIT);
+    // `/proc` takes some 40 µs a thread: on a process with thousands of
+    // threads and a short deadline, the threads not read by then are listed
+    // without details and not signalled.
+    let infos = read_threads(sig, start + budget / 2);
     // The unwind tables before the signals, so that a library a thread is
     // interrupted in and that is unloaded right after is still known; one
     // loaded meanwhile is looked for again after the capture.
     let mut stacks = unwind::Stacks::new();
+    // In the order of `infos`: sorted by id.
     let targets: Vec<u32> = infos
         .iter()
-        .filter(|t| !t.blocks && t.tid != me)
+        .filter(|t| !t.blocks && !t.late && t.tid != me)
         .map(|t| t.tid)
         .collect();
     let Some(capture) = signal::Capture::arm(&targets, &stack_maps()) else {
@@ -74,15 +86,19 @@ pub(crate) async fn dump(shared: &Shared, deadline: Instant) -> Response {
             "cannot map memory for the stack copies",
         ));
     };
-    let budget = deadline.saturating_duration_since(start) / 2;
-    let until = start + budget.min(MAX_WAIT);
-
     // Signal in small waves: two hundred threads woken at once on a few
     // cores would each wait for a CPU inside the handler, holding them all
     // up for milliseconds. A wave that does not answer within WAVE_WAIT
     // (threads stopped or in uninterruptible sleep) does not hold the next.
+    // Past the deadline no more waves are sent: those threads are listed
+    // as not sampled.
     let mut sent = 0;
+    let mut signalled = 0;
     for wave in targets.chunks(WAVE) {
+        if Instant::now() >= until {
+            break;
+        }
+        signalled += wave.len();
         sent += wave.iter().filter(|&&tid| signal::tgkill(tid, sig)).count();
         let wave_end = Instant::now() + WAVE_WAIT;
         while capture.answered() < sent && Instant::now() < wave_end.min(until) {
@@ -103,7 +119,8 @@ pub(crate) async fn dump(shared: &Shared, deadline: Instant) -> Response {
             checked = Instant::now();
         }
     }
-    let saved = capture.finish();
+    let mut saved = capture.finish();
+    saved.sort_unstable_by_key(|(tid, _)| *tid);
 
     let mut later: Option<unwind::Stacks> = None;
     let mut max_handler_ns = 0;
@@ -112,9 +129,12 @@ pub(crate) async fn dump(shared: &Shared, deadline: Instant) -> Response {
         .map(|info| {
             let stack = if info.tid == me {
                 ThreadStack::NotSampled("the delouse agent's own thread".into())
+            } else if info.late || targets[signalled..].binary_search(&info.tid).is_ok() {
+                ThreadStack::NotSampled(OUT_OF_TIME.into())
             } else if info.blocks {
                 ThreadStack::SignalsBlocked
-            } else if let Some((_, s)) = saved.iter().find(|(tid, _)| *tid == info.tid) {
+            } else if let Ok(i) = saved.binary_search_by_key(&info.tid, |(tid, _)| *tid) {
+                let s = &saved[i].1;
                 max_handler_ns = max_handler_ns.max(s.handler_ns);
                 let (mut addresses, mut truncated) = stacks.unwind(s);
                 if truncated && !stacks.covers(&addresses) {
@@ -155,7 +175,9 @@ pub(crate) async fn dump(shared: &Shared, deadline: Instant) -> Response {
 /// Clock ticks per second of `/proc` CPU times (USER_HZ, 100 on Linux).
 const TICKS_PER_SEC: u64 = 100;
 
-fn read_threads(sig: i32) -> Vec<Info> {
+/// The threads of this process, with what `/proc` says of those reached
+/// before `until`.
+fn read_threads(sig: i32, until: Instant) -> Vec<Info> {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return Vec::new();
     };
@@ -166,6 +188,9 @@ fn read_threads(sig: i32) -> Vec<Info> {
     tids.sort_unstable();
     tids.into_iter()
         .filter_map(|tid| {
+            if Instant::now() >= until {
+                return Some(Info::late(tid));
+            }
             let base = format!("/proc/self/task/{tid}");
             let stat = std::fs::read_to_string(format!("{base}/stat")).ok()?;
             let (name, fields) = split_stat(&stat)?;
@@ -179,6 +204,7 @@ fn read_threads(sig: i32) -> Vec<Info> {
             };
             let status = std::fs::read_to_string(format!("{base}/status")).unwrap_or_default();
             Some(Info {
+                late: false,
                 tid,
                 name: name.to_owned(),
                 state: fields.first().and_then(|s| s.chars().next()).unwrap_or('?'),
@@ -201,6 +227,21 @@ fn split_stat(stat: &str) -> Option<(&str, Vec<&str>)> {
     let (open, close) = (stat.find('(')?, stat.rfind(')')?);
     let name = stat.get(open + 1..close)?;
     Some((name, stat[close + 1..].split_whitespace().collect()))
+}
+
+impl Info {
+    fn late(tid: u32) -> Info {
+        Info {
+            late: true,
+            tid,
+            name: String::new(),
+            state: '?',
+            user_ms: 0,
+            system_ms: 0,
+            syscall: None,
+            blocks: false,
+        }
+    }
 }
 
 /// Whether a `/proc/.../status` text shows `sig` in the blocked mask.

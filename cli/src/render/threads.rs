@@ -347,6 +347,9 @@ struct JsonThread {
     truncated: bool,
     /// How the walk ended; `None` without a stack to walk.
     walk: Option<&'static str>,
+    /// Why it was not sampled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
     frames: Vec<JsonFrame>,
 }
 
@@ -417,6 +420,10 @@ fn json_thread(v: &ThreadView<'_>, cwd: Option<&Path>) -> JsonThread {
         stack,
         truncated,
         walk,
+        reason: match &t.stack {
+            ThreadStack::NotSampled(why) => Some(one_line(why)),
+            _ => None,
+        },
         frames: json_frames(&v.frames, cwd),
     }
 }
@@ -741,6 +748,8 @@ mod tests {
         assert_eq!(threads[4]["truncated"], true);
         assert_eq!(threads[4]["walk"], "stopped");
         assert!(threads[5]["walk"].is_null(), "signals blocked: no walk");
+        assert_eq!(threads[1]["reason"], "the agent's own thread");
+        assert!(threads[0].get("reason").is_none());
         assert_eq!(threads[4]["state_name"], "running");
         assert!(threads[4]["syscall"].is_null());
         assert!(threads[4]["syscall_name"].is_null());

@@ -314,6 +314,35 @@ fn threads_answer_while_the_runtime_is_wedged() {
     crate::assert_recovers(&mut target, 2);
 }
 
+/// A short --timeout on a process with thousands of threads still gets an
+/// answer in time: the threads the agent had no time for are listed as not
+/// sampled, saying why, instead of the whole request timing out.
+#[test]
+fn a_short_timeout_on_many_threads_answers_in_time() {
+    let _serial = serial();
+    let mut target = Target::start("threads", &["--threads", "3000"]);
+    let run = delouse(&["threads", &target.pid_arg(), "--json", "--timeout", "300ms"]);
+    check_threads_run(&mut target, &run, "");
+    let json = run.json();
+    let listed = threads(&json);
+    assert!(listed.len() > 3000, "{} threads", listed.len());
+    for t in listed {
+        let ok = match t["stack"].as_str() {
+            Some("frames" | "signals blocked") => true,
+            Some("not sampled") => {
+                t["role"] == "delouse agent"
+                    || t["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("deadline came before its turn"))
+            }
+            _ => false,
+        };
+        assert!(ok, "unexpected: {t}");
+    }
+    eprintln!("300ms on {} threads: {}", listed.len(), json["counts"]);
+    target.assert_alive();
+}
+
 /// A thread that blocks every signal is reported as such, and the answer
 /// does not wait for it.
 #[test]
