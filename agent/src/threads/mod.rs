@@ -136,16 +136,17 @@ pub(crate) async fn dump(shared: &Shared, deadline: Instant) -> Response {
             } else if let Ok(i) = saved.binary_search_by_key(&info.tid, |(tid, _)| *tid) {
                 let s = &saved[i].1;
                 max_handler_ns = max_handler_ns.max(s.handler_ns);
-                let (mut addresses, mut truncated) = stacks.unwind(s);
-                if truncated && !stacks.covers(&addresses) {
+                let mut walk = stacks.unwind(s);
+                if walk.left_modules {
+                    // Maybe a library loaded since the tables were read.
                     let again = later.get_or_insert_with(unwind::Stacks::new).unwind(s);
-                    if !again.1 || again.0.len() > addresses.len() {
-                        (addresses, truncated) = again;
+                    if !again.left_modules || again.frames.len() > walk.frames.len() {
+                        walk = again;
                     }
                 }
                 ThreadStack::Frames {
-                    addresses,
-                    truncated,
+                    addresses: walk.frames,
+                    truncated: walk.truncated,
                 }
             } else {
                 ThreadStack::NoAnswer

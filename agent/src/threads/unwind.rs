@@ -66,19 +66,16 @@ impl Stacks {
         }
     }
 
-    /// Whether every frame lies in the code of a module loaded: the
-    /// interrupted pc as is, return addresses less one (the call).
-    pub(crate) fn covers(&self, frames: &[u64]) -> bool {
-        frames.iter().enumerate().all(|(i, &a)| {
-            let a = if i == 0 { a } else { a.wrapping_sub(1) };
-            let i = self.code.partition_point(|r| r.start <= a);
-            i > 0 && self.code[i - 1].contains(&a)
-        })
-    }
-
     /// The thread's frames, innermost first (the interrupted pc, then return
-    /// addresses), and whether the walk stopped before the outermost frame.
-    pub(crate) fn unwind(&mut self, saved: &Saved) -> (Vec<u64>, bool) {
+    /// addresses), and how the walk ended.
+    ///
+    /// The walk ends at the first frame outside every module loaded: a
+    /// library loaded after the tables were read, JIT code, or a return
+    /// address the unwinder guessed wrongly (code without unwind tables
+    /// that moved the stack pointer gives such a guess, and the frames after
+    /// it skip the real callers). The interrupted pc is kept even then; a
+    /// guessed return address is not.
+    pub(crate) fn unwind(&mut self, saved: &Saved) -> Walk {
         let stack = &saved.stack;
         let sp = saved.sp;
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
@@ -93,24 +90,62 @@ impl Stacks {
         };
         #[cfg(target_arch = "aarch64")]
         let regs = UnwindRegsAarch64::new(saved.lr, sp, saved.fp);
-        let mut frames = Vec::new();
+        let mut walk = Walk::default();
+        let covers = |a: u64| in_code(&self.code, a);
         let mut iter = self
             .unwinder
             .iter_frames(saved.pc, regs, &mut self.cache, &mut read_stack);
         loop {
             match iter.next() {
-                Ok(Some(FrameAddress::InstructionPointer(pc))) => frames.push(pc),
-                Ok(Some(FrameAddress::ReturnAddress(ra))) => frames.push(ra.get()),
-                Ok(None) => {
-                    let cut = !self.covers(&frames);
-                    return (frames, cut);
+                Ok(Some(FrameAddress::InstructionPointer(pc))) => {
+                    walk.frames.push(pc);
+                    if !covers(pc) {
+                        break walk.outside();
+                    }
                 }
-                Err(_) => return (frames, true),
+                // The call is the instruction before the return address.
+                Ok(Some(FrameAddress::ReturnAddress(ra))) => {
+                    if !covers(ra.get().wrapping_sub(1)) {
+                        break walk.outside();
+                    }
+                    walk.frames.push(ra.get());
+                }
+                Ok(None) => break walk,
+                Err(_) => {
+                    walk.truncated = true;
+                    break walk;
+                }
             }
-            if frames.len() >= MAX_FRAMES {
-                return (frames, true);
+            if walk.frames.len() >= MAX_FRAMES {
+                walk.truncated = true;
+                break walk;
             }
         }
+    }
+}
+
+/// Whether `addr` lies in one of the sorted `code` ranges.
+fn in_code(code: &[std::ops::Range<u64>], addr: u64) -> bool {
+    let i = code.partition_point(|r| r.start <= addr);
+    i > 0 && code[i - 1].contains(&addr)
+}
+
+/// A thread's stack walk.
+#[derive(Debug, Default)]
+pub(crate) struct Walk {
+    /// Innermost first.
+    pub(crate) frames: Vec<u64>,
+    /// It stopped before the outermost frame.
+    pub(crate) truncated: bool,
+    /// It stopped at a frame outside every module loaded.
+    pub(crate) left_modules: bool,
+}
+
+impl Walk {
+    fn outside(mut self) -> Walk {
+        self.truncated = true;
+        self.left_modules = true;
+        self
     }
 }
 
@@ -233,4 +268,20 @@ fn load_module(mem: &File, name: &str, base: u64) -> Option<Module<Vec<u8>>> {
         bias,
         info,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_ranges() {
+        let code = [0x1000..0x2000, 0x5000..0x6000];
+        assert!(in_code(&code, 0x1000));
+        assert!(in_code(&code, 0x5fff));
+        assert!(!in_code(&code, 0x2000));
+        assert!(!in_code(&code, 0xfff));
+        assert!(!in_code(&code, 0x8));
+        assert!(!in_code(&[], 0x1000));
+    }
 }

@@ -12,6 +12,8 @@
 //! - `ticker` wakes up every millisecond and records its longest gap: a
 //!   stop of the whole process (a debugger's) shows in it;
 //! - `--threads N` (default 0) more threads, `idle-<i>`, parked for good;
+//! - with `--nocfi 1` (x86_64), `nocfi` sleeps in `nocfi_sleep`, assembly
+//!   without unwind information that moved the stack pointer;
 //! - `vforker` waits for the command `vfork <secs>`, then `vfork`s (a raw
 //!   `clone(CLONE_VM | CLONE_VFORK)`) a child that sleeps `<secs>` seconds
 //!   with raw system calls and exits. Meanwhile the thread is in
@@ -87,6 +89,47 @@ fn sleeper_sleep(tid: &Tid) -> ! {
     loop {
         std::thread::sleep(Duration::from_secs(3600)); // TRACE-MARK: thread-sleep
     }
+}
+
+// A function without unwind information (no CFI directives, so no FDE in
+// `.eh_frame`) that moves the stack pointer, then sleeps for good with raw
+// `nanosleep` calls. The words at the stack pointer, where an unwinder
+// without rules guesses the return address to be, hold 8: no code.
+#[cfg(target_arch = "x86_64")]
+std::arch::global_asm!(
+    ".pushsection .text.nocfi_sleep,\"ax\",@progbits",
+    ".globl nocfi_sleep",
+    ".type nocfi_sleep,@function",
+    "nocfi_sleep:",
+    "push rbx",
+    "push rbp",
+    "sub rsp, 72",
+    "mov qword ptr [rsp], 8",
+    "mov qword ptr [rsp + 8], 8",
+    "2:",
+    "mov qword ptr [rsp + 16], 3600",
+    "mov qword ptr [rsp + 24], 0",
+    "mov eax, 35",
+    "lea rdi, [rsp + 16]",
+    "xor esi, esi",
+    "syscall",
+    "jmp 2b",
+    ".size nocfi_sleep, . - nocfi_sleep",
+    ".popsection",
+);
+
+#[cfg(target_arch = "x86_64")]
+unsafe extern "C" {
+    fn nocfi_sleep() -> !;
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(never)]
+fn nocfi(tid: &Tid) -> ! {
+    tid.set_current();
+    // SAFETY: `nocfi_sleep` takes no arguments, touches only its own stack
+    // frame and never returns.
+    unsafe { nocfi_sleep() }
 }
 
 #[inline(never)]
@@ -227,6 +270,16 @@ async fn main() {
             tid
         })
         .collect();
+    // x86_64 only: the thread's function is written in assembly.
+    let nocfi_thread = (cfg!(target_arch = "x86_64") && flag("nocfi", 0u8) == 1).then(|| {
+        let tid = Tid::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            let t = tid.clone();
+            spawn_named("nocfi".into(), move || nocfi(&t));
+        }
+        tid
+    });
     let vfork = Tid::new();
     let vforks_done = Arc::new(AtomicU64::new(0));
     let (vfork_tx, vfork_rx) = mpsc::channel::<u64>();
@@ -240,6 +293,9 @@ async fn main() {
     let vforker_tid = vfork.wait_asleep("vforker", SETTLE);
     for (i, tid) in idle.iter().enumerate() {
         tid.wait_asleep(&format!("idle-{i}"), SETTLE);
+    }
+    if let Some(tid) = &nocfi_thread {
+        tid.wait_asleep("nocfi", SETTLE);
     }
 
     let stats_ticker = ticker.clone();

@@ -314,6 +314,26 @@ fn threads_answer_while_the_runtime_is_wedged() {
     crate::assert_recovers(&mut target, 2);
 }
 
+/// A thread in code without unwind information that moved the stack
+/// pointer: the walk keeps its interrupted function and stops there, says
+/// so, and shows none of the frames a guessed return address would lead to.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn code_without_unwind_tables_stops_the_walk() {
+    let _serial = serial();
+    let mut target = Target::start("threads", &["--nocfi", "1"]);
+    let (_run, json) = threads_json(&mut target, &["--name", "nocfi"]);
+    let t = by_name(&json, "nocfi");
+    let names: Vec<&str> = frames(t)
+        .iter()
+        .map(|f| f["function"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(names, ["nocfi_sleep"], "{}", describe_threads(&json));
+    assert_eq!(t["walk"], "stopped", "{t}");
+    assert_eq!(t["truncated"], true, "{t}");
+    target.assert_alive();
+}
+
 /// A short --timeout on a process with thousands of threads still gets an
 /// answer in time: the threads the agent had no time for are listed as not
 /// sampled, saying why, instead of the whole request timing out.
