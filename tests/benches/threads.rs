@@ -30,8 +30,8 @@ use common::{cli_json, cli_wall_ms, median, memory_kb};
 use util::Target;
 
 const EXTRA_THREADS: usize = 200;
-const RUNS: usize = 5;
-const GDB_RUNS: usize = 3;
+/// Rounds of one run of each measured command.
+const ROUNDS: usize = 5;
 const RSS_DUMPS: usize = 20;
 
 fn mb(kb: u64) -> f64 {
@@ -107,36 +107,48 @@ fn main() {
             .sum()
     });
 
-    let mut walls = Vec::new();
-    let mut stalls = Vec::new();
-    for _ in 0..RUNS {
-        take_gap_ms(&mut target);
-        walls.push(delouse_wall_ms(pid, None));
-        stalls.push(take_gap_ms(&mut target));
-    }
-    let (wall, delouse_stall) = (median(walls), median(stalls));
+    // Rounds of one run of each: delouse without the cache, with only the
+    // libraries' entries cached, with the cache warm, and gdb, so that a
+    // slow spell of the machine weighs on all of them alike.
     let cache = tempfile::tempdir().expect("a cache directory");
     delouse_wall_ms(pid, Some(cache.path()));
-    let warm_wall = median(
-        (0..RUNS)
-            .map(|_| delouse_wall_ms(pid, Some(cache.path())))
-            .collect(),
-    );
     // A new build of a program on a machine delouse ran on before: the
     // libraries' entries are cached, the executable's are not.
     let exe_cache = cli_json(&["elf", &pid.to_string()], None)["build_id"]
         .as_str()
         .map(|id| cache.path().join(format!("{id}.sym1")));
-    let new_build_wall = exe_cache.map(|file| {
-        median(
-            (0..RUNS)
-                .map(|_| {
-                    let _ = std::fs::remove_file(&file);
-                    delouse_wall_ms(pid, Some(cache.path()))
-                })
-                .collect(),
-        )
-    });
+    let mut gdb_failed = if Command::new("gdb").arg("--version").output().is_ok() {
+        None
+    } else {
+        Some("not installed".to_owned())
+    };
+    let (mut cold, mut cold_stalls, mut new_build, mut warm) = (vec![], vec![], vec![], vec![]);
+    let (mut gdb_walls, mut gdb_stalls, mut gdb_frames) = (vec![], vec![], 0);
+    for _ in 0..ROUNDS {
+        take_gap_ms(&mut target);
+        cold.push(delouse_wall_ms(pid, None));
+        cold_stalls.push(take_gap_ms(&mut target));
+        if let Some(file) = &exe_cache {
+            let _ = std::fs::remove_file(file);
+            new_build.push(delouse_wall_ms(pid, Some(cache.path())));
+        }
+        warm.push(delouse_wall_ms(pid, Some(cache.path())));
+        if gdb_failed.is_none() {
+            take_gap_ms(&mut target);
+            match gdb_run(pid) {
+                Ok((ms, f)) => {
+                    gdb_walls.push(ms);
+                    gdb_frames = f;
+                    gdb_stalls.push(take_gap_ms(&mut target));
+                }
+                Err(why) => gdb_failed = Some(why),
+            }
+        }
+    }
+    target.assert_alive();
+    let (wall, delouse_stall, warm_wall) = (median(cold), median(cold_stalls), median(warm));
+    let new_build_wall = (!new_build.is_empty()).then(|| median(new_build));
+
     let mut max_handler_us = 0f64;
     let mut agent_ms = Vec::new();
     let mut exchange_ms = Vec::new();
@@ -155,43 +167,18 @@ fn main() {
     println!(
         "target: `threads --threads {EXTRA_THREADS}`, {threads} OS threads, {answered} answered; \
          {} dumps in all",
-        1 + RUNS + RSS_DUMPS
+        2 + ROUNDS * (2 + usize::from(exe_cache.is_some())) + RSS_DUMPS
     );
     println!(
         "{:<30} {:>12} {:>12} {:>12}   goal",
         "", "delouse", "gdb", "gdb/delouse"
     );
-
-    let gdb = if Command::new("gdb").arg("--version").output().is_ok() {
-        let mut walls = Vec::new();
-        let mut stalls = Vec::new();
-        let mut frames = 0;
-        let mut failed = None;
-        for _ in 0..GDB_RUNS {
-            take_gap_ms(&mut target);
-            match gdb_run(pid) {
-                Ok((ms, f)) => {
-                    walls.push(ms);
-                    frames = f;
-                    stalls.push(take_gap_ms(&mut target));
-                }
-                Err(why) => {
-                    failed = Some(why);
-                    break;
-                }
-            }
+    let gdb = match gdb_failed {
+        None => Some((median(gdb_walls), median(gdb_stalls), gdb_frames)),
+        Some(why) => {
+            println!("gdb skipped: {why}");
+            None
         }
-        target.assert_alive();
-        match failed {
-            None => Some((median(walls), median(stalls), frames)),
-            Some(why) => {
-                println!("gdb skipped: {why}");
-                None
-            }
-        }
-    } else {
-        println!("gdb skipped: not installed");
-        None
     };
 
     let ratio = |d: f64, g: f64| format!("{:.1}×", g / d);
@@ -199,7 +186,7 @@ fn main() {
         Some((gdb_wall, gdb_stall, gdb_frames)) => {
             println!(
                 "{:<30} {:>12.1} {:>12.1} {:>12}   ≥10× faster: {}",
-                format!("wall ms, no cache ({RUNS}/{GDB_RUNS} runs)"),
+                format!("wall ms, no cache ({ROUNDS} rounds)"),
                 wall,
                 gdb_wall,
                 ratio(wall, gdb_wall),
@@ -236,7 +223,7 @@ fn main() {
         None => {
             println!(
                 "{:<30} {:>12.1}",
-                format!("wall ms (median of {RUNS})"),
+                format!("wall ms, no cache ({ROUNDS} rounds)"),
                 wall
             );
             if let Some(w) = new_build_wall {
