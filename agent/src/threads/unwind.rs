@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 
 use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder};
@@ -31,7 +32,10 @@ pub(crate) struct Stacks {
     /// The code ranges of the modules loaded, sorted: a frame outside all
     /// of them (a library loaded after the table was read, JIT code) was
     /// unwound by guesswork, so the walk is marked as possibly cut short.
-    code: Vec<std::ops::Range<u64>>,
+    code: Vec<Range<u64>>,
+    /// The executable mappings of files without usable unwind tables,
+    /// sorted: a frame there is real, but the walk cannot go past it.
+    bare: Vec<Range<u64>>,
 }
 
 struct Phdr {
@@ -47,22 +51,31 @@ impl Stacks {
     pub(crate) fn new() -> Stacks {
         let mut unwinder = Arch::new();
         let mut code = Vec::new();
+        let mut bare = Vec::new();
         if let (Ok(mem), Ok(maps)) = (
             File::open("/proc/self/mem"),
             std::fs::read_to_string("/proc/self/maps"),
         ) {
+            let mut with_tables = Vec::new();
             for (name, base) in module_bases(&maps) {
                 if let Some(module) = load_module(&mem, name, base) {
                     code.push(module.avma_range());
+                    with_tables.push(name);
                     unwinder.add_module(module);
                 }
             }
+            bare = executable_mappings(&maps)
+                .filter(|(name, _)| !with_tables.contains(name))
+                .map(|(_, range)| range)
+                .collect();
         }
         code.sort_by_key(|r| r.start);
+        bare.sort_by_key(|r| r.start);
         Stacks {
             unwinder,
             cache: Cache::new(),
             code,
+            bare,
         }
     }
 
@@ -91,7 +104,7 @@ impl Stacks {
         #[cfg(target_arch = "aarch64")]
         let regs = UnwindRegsAarch64::new(saved.lr, sp, saved.fp);
         let mut walk = Walk::default();
-        let covers = |a: u64| in_code(&self.code, a);
+        let (code, bare) = (&self.code, &self.bare);
         let mut iter = self
             .unwinder
             .iter_frames(saved.pc, regs, &mut self.cache, &mut read_stack);
@@ -99,13 +112,21 @@ impl Stacks {
             match iter.next() {
                 Ok(Some(FrameAddress::InstructionPointer(pc))) => {
                     walk.frames.push(pc);
-                    if !covers(pc) {
+                    if in_code(bare, pc) {
+                        break walk.cut();
+                    }
+                    if !in_code(code, pc) {
                         break walk.outside();
                     }
                 }
                 // The call is the instruction before the return address.
                 Ok(Some(FrameAddress::ReturnAddress(ra))) => {
-                    if !covers(ra.get().wrapping_sub(1)) {
+                    let call = ra.get().wrapping_sub(1);
+                    if in_code(bare, call) {
+                        walk.frames.push(ra.get());
+                        break walk.cut();
+                    }
+                    if !in_code(code, call) {
                         break walk.outside();
                     }
                     walk.frames.push(ra.get());
@@ -125,7 +146,7 @@ impl Stacks {
 }
 
 /// Whether `addr` lies in one of the sorted `code` ranges.
-fn in_code(code: &[std::ops::Range<u64>], addr: u64) -> bool {
+fn in_code(code: &[Range<u64>], addr: u64) -> bool {
     let i = code.partition_point(|r| r.start <= addr);
     i > 0 && code[i - 1].contains(&addr)
 }
@@ -142,11 +163,33 @@ pub(crate) struct Walk {
 }
 
 impl Walk {
+    fn cut(mut self) -> Walk {
+        self.truncated = true;
+        self
+    }
+
     fn outside(mut self) -> Walk {
         self.truncated = true;
         self.left_modules = true;
         self
     }
+}
+
+/// The executable mappings of files (and the vDSO): name and range.
+fn executable_mappings(maps: &str) -> impl Iterator<Item = (&str, Range<u64>)> {
+    maps.lines().filter_map(|line| {
+        let mut f = line.split_ascii_whitespace();
+        let (range, perms) = (f.next()?, f.next()?);
+        let name = f.nth(3)?;
+        if !perms.contains('x') || !(name.starts_with('/') || name == "[vdso]") {
+            return None;
+        }
+        let (a, b) = range.split_once('-')?;
+        Some((
+            name,
+            u64::from_str_radix(a, 16).ok()?..u64::from_str_radix(b, 16).ok()?,
+        ))
+    })
 }
 
 /// The address each mapped ELF file (and the vDSO) starts at: its mapping
@@ -283,5 +326,24 @@ mod tests {
         assert!(!in_code(&code, 0xfff));
         assert!(!in_code(&code, 0x8));
         assert!(!in_code(&[], 0x1000));
+    }
+
+    #[test]
+    fn executable_mappings_of_files() {
+        let maps = "\
+55d0a0000000-55d0a0001000 r--p 00000000 08:01 12 /bin/x
+55d0a0001000-55d0a0005000 r-xp 00001000 08:01 12 /bin/x
+7f0000000000-7f0000001000 r-xp 00000000 00:00 0 
+7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0 [vdso]
+7f1000000000-7f1000010000 rwxp 00000000 00:00 0 [stack]
+";
+        let found: Vec<_> = executable_mappings(maps).collect();
+        assert_eq!(
+            found,
+            [
+                ("/bin/x", 0x55d0a0001000..0x55d0a0005000),
+                ("[vdso]", 0x7ffd00000000..0x7ffd00002000)
+            ]
+        );
     }
 }

@@ -334,6 +334,53 @@ fn code_without_unwind_tables_stops_the_walk() {
     target.assert_alive();
 }
 
+/// A copy of the `threads` target stripped of its unwind tables
+/// (`.eh_frame`, `.eh_frame_hdr`): each walk keeps what libc's tables give,
+/// up to the first frame in the executable, which is real, and stops there,
+/// marked so.
+#[test]
+fn a_binary_without_unwind_tables_keeps_its_first_frame() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let copy = dir.path().join("threads-no-eh-frame");
+    let out = std::process::Command::new("objcopy")
+        .args([
+            "--remove-section",
+            ".eh_frame",
+            "--remove-section",
+            ".eh_frame_hdr",
+        ])
+        .arg(util::bin_path("threads"))
+        .arg(&copy)
+        .output()
+        .expect("run objcopy (binutils)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut target = Target::launch("threads", &copy, &[], None, Wait::Socket);
+    let (_run, json) = threads_json(&mut target, &["--name", "sleeper"]);
+    let text = describe_threads(&json);
+    let sleeper = by_name(&json, "sleeper");
+    let frames = frames(sleeper);
+    // Physical frames (the others are calls inlined into them): libc's
+    // `clock_nanosleep`, then the executable's `std::thread::sleep`.
+    let physical: Vec<&str> = frames
+        .iter()
+        .filter(|f| f["inlined"] == false)
+        .map(|f| f["function"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        physical.len(),
+        2,
+        "libc's frame, then the executable's first only:\n{text}"
+    );
+    assert!(physical[1].contains("sleep"), "{text}");
+    assert_eq!(sleeper["walk"], "stopped", "{text}");
+    target.assert_alive();
+}
+
 /// A short --timeout on a process with thousands of threads still gets an
 /// answer in time: the threads the agent had no time for are listed as not
 /// sampled, saying why, instead of the whole request timing out.
