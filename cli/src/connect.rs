@@ -614,6 +614,11 @@ pub fn open(pid: u32, deadline: Deadline) -> Result<Connection> {
                     continue;
                 }
             };
+            // A stopped process cannot answer: say so now rather than
+            // after the whole timeout.
+            if let Some(why) = stopped(pid) {
+                return Err(CliError::timeout(format!("pid {pid} cannot answer: {why}")));
+            }
             match open_socket(pid, &socket, deadline) {
                 Ok(Ok((stream, welcome))) => {
                     check_welcome(pid, &path, start_time, &welcome)?;

@@ -937,12 +937,15 @@ pub fn run(opts: &Options) -> Result<Output> {
             pid.unwrap_or(0),
             e.message
         )),
+        // The ELF facts are printed; the one error line after them says
+        // what is missing, and the status is the failure's.
         AgentPart::Failed(e) => {
-            out.warn(format!(
-                "the agent's build facts are missing: {}",
-                e.message
-            ));
-            out.failure.get_or_insert_with(|| e.clone());
+            out.failure.get_or_insert_with(|| {
+                CliError::new(
+                    e.exit,
+                    format!("the agent's build facts are missing: {}", e.message),
+                )
+            });
         }
         AgentPart::NotAsked | AgentPart::Answered(_) => {}
     }

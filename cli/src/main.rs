@@ -91,7 +91,8 @@ pub struct TasksArgs {
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Give up after this long, e.g. 10s, 500ms, 2m (a bare number is seconds).
+    /// Give up waiting for the agent after this long, e.g. 10s, 500ms, 2m (a bare number is seconds);
+    /// symbolizing the answer then gets what is left, and at least 5s.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = format::parse_duration)]
     pub timeout: Duration,
     /// Use tokio's own Handle::dump() of a whole runtime instead: it sees every task, even those not spawned
@@ -116,7 +117,8 @@ pub struct ThreadsArgs {
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Give up after this long, e.g. 10s, 500ms, 2m (a bare number is seconds).
+    /// Give up waiting for the agent after this long, e.g. 10s, 500ms, 2m (a bare number is seconds);
+    /// symbolizing the answer then gets what is left, and at least 5s.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = format::parse_duration)]
     pub timeout: Duration,
     /// Show only threads whose name contains PATTERN (case-sensitive; repeat for any of several).

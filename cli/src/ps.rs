@@ -208,6 +208,7 @@ pub fn run(opts: Options) -> Result<Output> {
     let mut agents = Vec::new();
     let mut dead: Vec<&trust::Socket> = Vec::new();
     let mut foreign = 0usize;
+    let mut silent = 0usize;
     for (found, (probe, warning)) in files.iter().zip(probes) {
         let pid = found.pid;
         warnings.extend(warning);
@@ -222,7 +223,10 @@ pub fn run(opts: Options) -> Result<Output> {
             Probe::Dead => dead.push(&found.socket),
             Probe::Foreign => foreign += 1,
             Probe::Gone => {}
-            Probe::Unknown(e) => warnings.push(format!("pid {pid}: {}", e.message)),
+            Probe::Unknown(e) => {
+                silent += 1;
+                warnings.push(format!("pid {pid}: {}", e.message));
+            }
         }
     }
 
@@ -286,6 +290,11 @@ pub fn run(opts: Options) -> Result<Output> {
 
     if opts.json {
         out.stdout = render::json(&agents);
+    } else if agents.is_empty() && silent > 0 {
+        out.info(format!(
+            "no agent answered: {silent} did not (see above; looked in {})",
+            connect::list_paths(&dirs)
+        ));
     } else if agents.is_empty() {
         out.info(format!(
             "no processes with a delouse agent found (looked in {})",

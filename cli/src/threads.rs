@@ -34,18 +34,25 @@ pub struct Options {
 
 /// What each stack line means, for `delouse threads --help`.
 pub const STACK_STATES: &str = "\
-Each thread's stack is listed innermost frame first (#0 is where it was interrupted); inlined calls
-are frames of their own, marked [inlined]. Instead of frames a thread may show:
-  signals blocked: not interrupted   it blocks the agent's signal, so its stack cannot be taken
-  no answer before the deadline      it did not run the agent's handler in time: stopped, in
-                                     uninterruptible sleep (state D), or gone
-  not sampled: WHY                   the agent did not signal it (its own thread)
-A last line says when frames may be missing or wrong (`truncated` and `walk` in --json):
-  … (stack walk stopped here)          no unwind information, a frame outside every module, or too deep
+Each thread's stack is listed innermost frame first (#0 is where it was interrupted);
+inlined calls are frames of their own, marked [inlined]. Instead of frames a thread
+may show:
+  signals blocked: not interrupted
+      it blocks the agent's signal, so its stack cannot be taken
+  no answer before the deadline
+      it did not run the agent's handler in time: stopped, in uninterruptible
+      sleep (state D), or gone
+  not sampled: WHY
+      the agent did not signal it: its own thread, or the request's deadline
+      came before its turn (a short --timeout on thousands of threads)
+A last line says when frames may be missing or wrong (`truncated` and `walk` in
+--json):
+  … (stack walk stopped here)
+      no unwind information, a frame outside every module, or too deep
   … (walk ended before the thread's start: outer frames may be missing)
-                                       the walk ended in a function threads do not start in
+      the walk ended in a function threads do not start in
   … (interrupted inside the panic/exception unwinder: frames past it may be wrong)
-                                       caught in _Unwind_Resume and kin, which rewrite their own frame";
+      caught in _Unwind_Resume and kin, which rewrite their own frame";
 
 /// What a thread is, as far as its frames, its id and its name tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -186,7 +193,7 @@ pub fn walk_end(stack: &ThreadStack, frames: &[StackFrame]) -> WalkEnd {
         ThreadStack::Frames { .. } => {
             if frames
                 .iter()
-                .take(3)
+                .take(2)
                 .any(|f| UNWINDER_ENTRIES.contains(&f.frame.function.as_str()))
             {
                 return WalkEnd::InUnwinder;

@@ -413,7 +413,21 @@ fn a_stopped_target_is_said_to_be_stopped() {
     let mut target = Target::start("heartbeat", &[]);
     let pid = target.pid_arg();
     target.signal(libc::SIGSTOP);
-    let run = delouse(&["threads", &pid, "--timeout", "1s"]).expect_code(5);
+    let stopped = Instant::now() + Duration::from_secs(5);
+    let state = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+    };
+    while state(target.pid()) != Some('T') && Instant::now() < stopped {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let run = delouse(&["threads", &pid, "--timeout", "20s"]).expect_code(5);
+    assert!(
+        run.elapsed < Duration::from_secs(10),
+        "said only after {:?}, not at once",
+        run.elapsed
+    );
     let line = run.error_line();
     assert!(
         line.contains("the process is stopped (state T")

@@ -51,7 +51,8 @@ pub(crate) async fn dump(shared: &Shared, deadline: Instant) -> Response {
         return Err(AgentError::new(
             ErrorKind::InProgress,
             format!(
-                "thread dump in progress: another client is sampling the threads of pid {}; try again",
+                "thread dump in progress: pid {} is sampling its threads for another request (another client's, \
+                 or one whose client gave up); try again in a moment",
                 shared.pid
             ),
         ));
@@ -64,16 +65,20 @@ pub(crate) async fn dump(shared: &Shared, deadline: Instant) -> Response {
         ));
     };
     let me = signal::gettid();
-    let budget = deadline.saturating_duration_since(start) / 2;
-    let until = start + budget.min(MAX_WAIT);
-    // `/proc` takes some 40 µs a thread: on a process with thousands of
-    // threads and a short deadline, the threads not read by then are listed
-    // without details and not signalled.
-    let infos = read_threads(sig, start + budget / 2);
+    // Reading and signalling end by half the time left, so that unwinding
+    // and sending the answer fit in the rest.
+    let budget_end = start + deadline.saturating_duration_since(start) / 2;
     // The unwind tables before the signals, so that a library a thread is
     // interrupted in and that is unloaded right after is still known; one
     // loaded meanwhile is looked for again after the capture.
     let mut stacks = unwind::Stacks::new();
+    // `/proc` takes some 40 µs a thread: on a process with thousands of
+    // threads and a short deadline, it gets half the time left for reading
+    // and signalling, so that the threads read (the lowest ids first: the
+    // main thread and the runtime's workers) can still be signalled; the
+    // others are listed without details and not signalled.
+    let now = Instant::now();
+    let infos = read_threads(sig, now + budget_end.saturating_duration_since(now) / 2);
     // In the order of `infos`: sorted by id.
     let targets: Vec<u32> = infos
         .iter()
@@ -95,16 +100,18 @@ pub(crate) async fn dump(shared: &Shared, deadline: Instant) -> Response {
     let mut sent = 0;
     let mut signalled = 0;
     for wave in targets.chunks(WAVE) {
-        if Instant::now() >= until {
+        if Instant::now() >= budget_end {
             break;
         }
         signalled += wave.len();
         sent += wave.iter().filter(|&&tid| signal::tgkill(tid, sig)).count();
         let wave_end = Instant::now() + WAVE_WAIT;
-        while capture.answered() < sent && Instant::now() < wave_end.min(until) {
+        while capture.answered() < sent && Instant::now() < wave_end.min(budget_end) {
             std::thread::yield_now();
         }
     }
+    // The last waves get up to MAX_WAIT.
+    let until = budget_end.min(Instant::now() + MAX_WAIT);
     // Threads that exit after the signal was sent never answer: count them
     // now and then, so they do not hold the answer until the deadline.
     let mut gone = 0;

@@ -115,13 +115,12 @@ fn header(out: &mut String, r: &Report<'_>, paint: Paint) {
             precise_ms(r.total_ms)
         ))
     );
-    let _ = writeln!(
-        out,
-        "{}; signal {}, longest in its handler {}",
-        answers.join(", "),
-        r.signal,
-        precise_us(r.max_handler_us)
-    );
+    let handler = if c.answered > 0 {
+        format!(", longest in its handler {}", precise_us(r.max_handler_us))
+    } else {
+        String::new()
+    };
+    let _ = writeln!(out, "{}; signal {}{handler}", answers.join(", "), r.signal);
     if !r.names.is_empty() {
         let _ = writeln!(
             out,
@@ -196,16 +195,26 @@ fn stack_text(out: &mut String, v: &ThreadView<'_>, paint: Paint, cwd: Option<&P
     }
 }
 
+/// Whether the agent had no time to read the thread's `/proc` entry (it
+/// then sends an empty name and state `?`).
+fn is_unread(t: &Thread) -> bool {
+    t.state == '?' && t.name.is_empty() && matches!(t.stack, ThreadStack::NotSampled(_))
+}
+
 fn thread_text(out: &mut String, v: &ThreadView<'_>, paint: Paint, cwd: Option<&Path>) {
     let t = v.thread;
-    let head = format!(
-        "thread {} \"{}\" ({}): {}, {}",
-        t.tid,
-        escape(&t.name),
-        v.role.label(),
-        activity(t),
-        cpu_text(t)
-    );
+    let head = if is_unread(t) {
+        format!("thread {}: not read from /proc in time", t.tid)
+    } else {
+        format!(
+            "thread {} \"{}\" ({}): {}, {}",
+            t.tid,
+            escape(&t.name),
+            v.role.label(),
+            activity(t),
+            cpu_text(t)
+        )
+    };
     let _ = writeln!(out, "{}", paint.bold(&head));
     stack_text(out, v, paint, cwd);
 }
@@ -252,15 +261,23 @@ fn group_text(out: &mut String, members: &[&ThreadView<'_>], paint: Paint, cwd: 
         .iter()
         .map(|v| v.thread.user_ms.saturating_add(v.thread.system_ms))
         .fold(0, u64::saturating_add);
-    let head = format!(
-        "{} threads \"{}\" ({}), tids {}: {}, cpu {} in all",
-        members.len(),
-        escape(&group_name(members)),
-        first.role.label(),
-        tids.join(", "),
-        activity,
-        cpu_time(cpu)
-    );
+    let head = if is_unread(first.thread) {
+        format!(
+            "{} threads, tids {}: not read from /proc in time",
+            members.len(),
+            tids.join(", ")
+        )
+    } else {
+        format!(
+            "{} threads \"{}\" ({}), tids {}: {}, cpu {} in all",
+            members.len(),
+            escape(&group_name(members)),
+            first.role.label(),
+            tids.join(", "),
+            activity,
+            cpu_time(cpu)
+        )
+    };
     let _ = writeln!(out, "{}", paint.bold(&head));
     stack_text(out, first, paint, cwd);
 }
@@ -363,6 +380,9 @@ struct JsonGroup {
     truncated: bool,
     /// How the walk ended; `None` without a stack to walk.
     walk: Option<&'static str>,
+    /// Why they were not sampled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
     frames: Vec<JsonFrame>,
 }
 
@@ -420,10 +440,7 @@ fn json_thread(v: &ThreadView<'_>, cwd: Option<&Path>) -> JsonThread {
         stack,
         truncated,
         walk,
-        reason: match &t.stack {
-            ThreadStack::NotSampled(why) => Some(one_line(why)),
-            _ => None,
-        },
+        reason: not_sampled_reason(t),
         frames: json_frames(&v.frames, cwd),
     }
 }
@@ -440,7 +457,15 @@ fn json_group(r: &Report<'_>, g: &[usize], cwd: Option<&Path>) -> JsonGroup {
         stack,
         truncated,
         walk,
+        reason: not_sampled_reason(first.thread),
         frames: json_frames(&first.frames, cwd),
+    }
+}
+
+fn not_sampled_reason(t: &Thread) -> Option<String> {
+    match &t.stack {
+        ThreadStack::NotSampled(why) => Some(one_line(why)),
+        _ => None,
     }
 }
 
@@ -575,6 +600,36 @@ mod tests {
         assert!(
             text.contains("\u{1b}[2mtokio::runtime::blocking::pool::Inner::run\u{1b}[0m"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn threads_not_read_in_time_say_so() {
+        let mut d = sample_dump();
+        let mut late = thread(
+            200,
+            "",
+            ThreadStack::NotSampled("the request's deadline came before its turn".into()),
+        );
+        late.state = '?';
+        d.threads = vec![late.clone(), late];
+        d.threads[1].tid = 201;
+        let views = fake_views(&all(&d));
+        let text = text(&report(&d, &views, &[], None), Paint::plain(), None);
+        assert!(
+            text.contains("thread 200: not read from /proc in time"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("longest in its handler"),
+            "none answered: {text}"
+        );
+        let groups = group(&views);
+        let json: serde_json::Value =
+            serde_json::from_str(&json(&report(&d, &views, &[], Some(&groups)), None)).unwrap();
+        assert_eq!(
+            json["groups"][0]["reason"],
+            "the request's deadline came before its turn"
         );
     }
 

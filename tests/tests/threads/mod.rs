@@ -407,6 +407,9 @@ fn a_short_timeout_on_many_threads_answers_in_time() {
         assert!(ok, "unexpected: {t}");
     }
     eprintln!("300ms on {} threads: {}", listed.len(), json["counts"]);
+    // The lowest ids are read and signalled first: the main thread is.
+    let main = by_tid(&json, u64::from(target.pid()));
+    assert_eq!(main["stack"], "frames", "{main}");
     target.assert_alive();
 }
 
