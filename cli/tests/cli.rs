@@ -275,6 +275,24 @@ fn a_silent_listener_times_out_with_exit_5() {
     assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
 }
 
+/// `ps` with one agent that does not answer: a warning for it, and the last
+/// line does not claim there is no agent at all.
+#[test]
+fn ps_says_when_the_agents_found_did_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = Sleeper::start(Some(dir.path()));
+    fake_agent(dir.path(), &sleeper.pid(), None);
+    let out = delouse_in(dir.path(), &["ps"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("pid {}:", sleeper.pid())), "{err}");
+    assert!(err.contains("no agent answered: 1 did not"), "{err}");
+    assert!(
+        !err.contains("no processes with a delouse agent found"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_listener_that_never_accepts_times_out() {
     let dir = tempfile::tempdir().unwrap();
