@@ -360,14 +360,8 @@ struct JsonThread {
     syscall: Option<u64>,
     syscall_name: Option<&'static str>,
     role: &'static str,
-    stack: &'static str,
-    truncated: bool,
-    /// How the walk ended; `None` without a stack to walk.
-    walk: Option<&'static str>,
-    /// Why it was not sampled.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    frames: Vec<JsonFrame>,
+    #[serde(flatten)]
+    stack: JsonStack,
 }
 
 #[derive(Serialize)]
@@ -376,11 +370,19 @@ struct JsonGroup {
     tids: Vec<u32>,
     name: String,
     role: &'static str,
+    #[serde(flatten)]
+    stack: JsonStack,
+}
+
+/// A stack, as a thread or a group has it.
+#[derive(Serialize)]
+struct JsonStack {
     stack: &'static str,
+    /// Whether frames may be missing or wrong.
     truncated: bool,
     /// How the walk ended; `None` without a stack to walk.
     walk: Option<&'static str>,
-    /// Why they were not sampled.
+    /// Why it was not sampled.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     frames: Vec<JsonFrame>,
@@ -397,16 +399,20 @@ struct JsonFrame {
     address: String,
 }
 
-/// The stack's kind, whether it may be cut short or wrong, and how its walk
-/// ended (`None` without a stack).
-fn stack_kind(v: &ThreadView<'_>) -> (&'static str, bool, Option<&'static str>) {
-    let kind = match v.thread.stack {
-        ThreadStack::Frames { .. } => "frames",
-        ThreadStack::SignalsBlocked => return ("signals blocked", false, None),
-        ThreadStack::NoAnswer => return ("no answer", false, None),
-        ThreadStack::NotSampled(_) => return ("not sampled", false, None),
+fn json_stack(v: &ThreadView<'_>, cwd: Option<&Path>) -> JsonStack {
+    let (stack, walk, reason) = match &v.thread.stack {
+        ThreadStack::Frames { .. } => ("frames", Some(v.end.as_str()), None),
+        ThreadStack::SignalsBlocked => ("signals blocked", None, None),
+        ThreadStack::NoAnswer => ("no answer", None, None),
+        ThreadStack::NotSampled(why) => ("not sampled", None, Some(one_line(why))),
     };
-    (kind, v.end.cut_short(), Some(v.end.as_str()))
+    JsonStack {
+        stack,
+        truncated: v.end.cut_short(),
+        walk,
+        reason,
+        frames: json_frames(&v.frames, cwd),
+    }
 }
 
 fn json_frames(frames: &[StackFrame], cwd: Option<&Path>) -> Vec<JsonFrame> {
@@ -426,7 +432,6 @@ fn json_frames(frames: &[StackFrame], cwd: Option<&Path>) -> Vec<JsonFrame> {
 
 fn json_thread(v: &ThreadView<'_>, cwd: Option<&Path>) -> JsonThread {
     let t = v.thread;
-    let (stack, truncated, walk) = stack_kind(v);
     JsonThread {
         tid: t.tid,
         name: t.name.clone(),
@@ -437,35 +442,19 @@ fn json_thread(v: &ThreadView<'_>, cwd: Option<&Path>) -> JsonThread {
         syscall: t.syscall,
         syscall_name: t.syscall.and_then(kernel::syscall_name),
         role: v.role.as_str(),
-        stack,
-        truncated,
-        walk,
-        reason: not_sampled_reason(t),
-        frames: json_frames(&v.frames, cwd),
+        stack: json_stack(v, cwd),
     }
 }
 
 fn json_group(r: &Report<'_>, g: &[usize], cwd: Option<&Path>) -> JsonGroup {
     let members: Vec<&ThreadView<'_>> = g.iter().map(|&i| &r.threads[i]).collect();
     let first = members[0];
-    let (stack, truncated, walk) = stack_kind(first);
     JsonGroup {
         count: members.len(),
         tids: members.iter().map(|v| v.thread.tid).collect(),
         name: group_name(&members),
         role: first.role.as_str(),
-        stack,
-        truncated,
-        walk,
-        reason: not_sampled_reason(first.thread),
-        frames: json_frames(&first.frames, cwd),
-    }
-}
-
-fn not_sampled_reason(t: &Thread) -> Option<String> {
-    match &t.stack {
-        ThreadStack::NotSampled(why) => Some(one_line(why)),
-        _ => None,
+        stack: json_stack(first, cwd),
     }
 }
 
