@@ -68,17 +68,17 @@ pub(crate) async fn dump(shared: &Shared, deadline: Instant) -> Response {
     // Reading and signalling end by half the time left, so that unwinding
     // and sending the answer fit in the rest.
     let budget_end = start + deadline.saturating_duration_since(start) / 2;
+    // `/proc` takes some 40 µs a thread: on a process with thousands of
+    // threads and a short deadline, it gets half of that time, so that the
+    // threads read (the lowest ids first: the main thread and the runtime's
+    // workers) can still be signalled; the others are listed without
+    // details and not signalled. The first wave is always read and sent,
+    // however late, so that a slow machine still gets an answer.
+    let infos = read_threads(sig, start + budget_end.saturating_duration_since(start) / 2);
     // The unwind tables before the signals, so that a library a thread is
     // interrupted in and that is unloaded right after is still known; one
     // loaded meanwhile is looked for again after the capture.
     let mut stacks = unwind::Stacks::new();
-    // `/proc` takes some 40 µs a thread: on a process with thousands of
-    // threads and a short deadline, it gets half the time left for reading
-    // and signalling, so that the threads read (the lowest ids first: the
-    // main thread and the runtime's workers) can still be signalled; the
-    // others are listed without details and not signalled.
-    let now = Instant::now();
-    let infos = read_threads(sig, now + budget_end.saturating_duration_since(now) / 2);
     // In the order of `infos`: sorted by id.
     let targets: Vec<u32> = infos
         .iter()
@@ -99,8 +99,8 @@ pub(crate) async fn dump(shared: &Shared, deadline: Instant) -> Response {
     // as not sampled.
     let mut sent = 0;
     let mut signalled = 0;
-    for wave in targets.chunks(WAVE) {
-        if Instant::now() >= budget_end {
+    for (k, wave) in targets.chunks(WAVE).enumerate() {
+        if k > 0 && Instant::now() >= budget_end {
             break;
         }
         signalled += wave.len();
@@ -184,7 +184,7 @@ pub(crate) async fn dump(shared: &Shared, deadline: Instant) -> Response {
 const TICKS_PER_SEC: u64 = 100;
 
 /// The threads of this process, with what `/proc` says of those reached
-/// before `until`.
+/// before `until` (and of the first [`WAVE`], whenever).
 fn read_threads(sig: i32, until: Instant) -> Vec<Info> {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return Vec::new();
@@ -195,8 +195,9 @@ fn read_threads(sig: i32, until: Instant) -> Vec<Info> {
         .collect();
     tids.sort_unstable();
     tids.into_iter()
-        .filter_map(|tid| {
-            if Instant::now() >= until {
+        .enumerate()
+        .filter_map(|(i, tid)| {
+            if i >= WAVE && Instant::now() >= until {
                 return Some(Info::late(tid));
             }
             let base = format!("/proc/self/task/{tid}");
